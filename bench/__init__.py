@@ -1,0 +1,1 @@
+"""Benchmark of the worker against the database ceiling (python -m bench)."""

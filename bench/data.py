@@ -1,0 +1,95 @@
+"""The rows every contender writes: Benefit items, clean or with 1% invalid and 1% missing
+parents, under keys that never repeat within a run (so every write is a create)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+PATH = "/benefits-batch"
+ROUTING_KEY = "Benefit"
+CATEGORIES = tuple(f"CAT{i:02d}" for i in range(20))
+# Which items of every hundred are spoiled in the "1% bad" data.
+INVALID_SLOT = 37
+ORPHAN_SLOT = 71
+
+_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _base36(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out.append(_DIGITS[r])
+    return "".join(reversed(out))
+
+
+class Keys:
+    """Unique benefit codes (at most 10 characters) for the whole run."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def take(self) -> int:
+        self._next += 1
+        return self._next
+
+    @staticmethod
+    def code(n: int) -> str:
+        return "B" + _base36(n, 9)
+
+
+def item(n: int, *, bad: bool = False) -> dict[str, Any]:
+    """Benefit number ``n``: every field a producer typically sends, audit fields left out."""
+    value: dict[str, Any] = {
+        "benefit_Code": Keys.code(n),
+        "allow_Flat_Tax": n % 2 == 0,
+        "benefit_Category": CATEGORIES[n % len(CATEGORIES)],
+        "benefit_Description": f"Benefit number {n} for the benchmark",
+        "default_Unit_Type": "D",
+        "hipaA_Code": f"H{n % 1000:03d}",
+        "invalid_Diag_Ex_Code": None,
+        "invalid_Procedure_Ex_Code": "PX",
+        "invalid_Prov_Type_Ex_Code": None,
+        "invalid_Specialty_Ex_Code": None,
+        "medicare": "N",
+        "pend_Ex_Code": None,
+        "pend_Flag": "N",
+        "require_Type_Of_Svc": "Y",
+    }
+    if bad and n % 100 == INVALID_SLOT:
+        value["pend_Flag"] = "NO"          # too long: a 400 for this item alone
+    elif bad and n % 100 == ORPHAN_SLOT:
+        value["benefit_Category"] = "NOPE"  # no such parent: a 404 for this item alone
+    return value
+
+
+@dataclass
+class Batches:
+    """Ready-made batches: their items and their JSON bodies (made before timing starts)."""
+
+    size: int
+    items: list[list[dict[str, Any]]]
+    bodies: list[bytes]
+
+    @property
+    def item_count(self) -> int:
+        return self.size * len(self.items)
+
+
+def make_batches(keys: Keys, size: int, count: int, *, bad: bool = False) -> Batches:
+    items = [[item(keys.take(), bad=bad) for _ in range(size)] for _ in range(count)]
+    return Batches(size, items, [orjson.dumps(b) for b in items])
+
+
+def parent_rows() -> list[tuple[str]]:
+    return [(c,) for c in CATEGORIES]
+
+
+async def seed_parents(conn: Any) -> None:
+    """The parent records the clean items point at."""
+    await conn.executemany(
+        "INSERT INTO vbapi.benefit_category (benefit_category) VALUES ($1) "
+        "ON CONFLICT DO NOTHING", parent_rows())

@@ -1,0 +1,141 @@
+"""Load generation: a closed loop for the maximum rate, an open loop for latency at a fixed
+rate, and the producer that publishes batches and times each one until its reply."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench.data import PATH, ROUTING_KEY
+from worker.settings import RetrySettings
+from worker.topology import REQUEST_EXCHANGE, declare_topology
+
+T = TypeVar("T")
+
+
+@dataclass
+class Run:
+    """What one loop measured."""
+
+    batches: int
+    elapsed_s: float
+    latencies_s: list[float] = field(default_factory=list)
+
+    def per_s(self, count: int) -> float:
+        return count / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+class Loops(Generic[T]):
+    """Drives ``call`` over prepared work items."""
+
+    def __init__(self, call: Callable[[T], Awaitable[None]]) -> None:
+        self.call = call
+
+    async def closed(self, work: Sequence[T], window: int, max_s: float) -> Run:
+        """``window`` calls always in flight until the work or the time runs out: the
+        maximum rate the system under test sustains."""
+        position = 0
+        done = 0
+        started = time.perf_counter()
+        deadline = started + max_s
+
+        async def lane() -> None:
+            nonlocal position, done
+            while position < len(work) and time.perf_counter() < deadline:
+                piece = work[position]
+                position += 1
+                await self.call(piece)
+                done += 1
+
+        await asyncio.gather(*(lane() for _ in range(min(window, len(work)))))
+        return Run(done, time.perf_counter() - started)
+
+    async def open(self, work: Sequence[T], rate_per_s: float, max_s: float) -> Run:
+        """Calls started on a fixed schedule whatever the replies do (so queueing shows up
+        as latency), each timed from its start to its completion."""
+        count = max(1, min(len(work), int(rate_per_s * max_s)))
+        latencies: list[float] = []
+        started = time.perf_counter()
+
+        async def one(index: int) -> None:
+            delay = started + index / rate_per_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t0 = time.perf_counter()
+            await self.call(work[index])
+            latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return Run(count, time.perf_counter() - started, latencies)
+
+
+class Producer:
+    """Publishes batches to ``vbapi`` as a producer would and waits for each reply."""
+
+    def __init__(self, url: str, database: str = "bench", timeout_s: float = 120.0) -> None:
+        self.url = url
+        self.database = database
+        self.timeout_s = timeout_s
+        self.statuses: dict[int, int] = {}
+        self.last_reply: bytes = b""
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    async def __aenter__(self) -> Producer:
+        self.connection = await aio_pika.connect(self.url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        await declare_topology(self.channel, RetrySettings().delays_s)
+        self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE)
+        self.reply_queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        await self.reply_queue.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        status = (message.headers or {}).get("status", 0)
+        key = int(status) if isinstance(status, int) else 0
+        self.statuses[key] = self.statuses.get(key, 0) + 1
+        self.last_reply = message.body
+        future = self._waiting.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def call(self, body: bytes) -> None:
+        """Publish one batch (persistent, confirmed) and wait for its reply."""
+        message_id = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[message_id] = future
+        await self.exchange.publish(
+            aio_pika.Message(
+                body=body, content_type="application/json", message_id=message_id,
+                correlation_id=message_id, reply_to=self.reply_queue.name,
+                timestamp=dt.datetime.now(dt.UTC),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={"path": PATH, "vbasoftware-database": self.database}),
+            routing_key=ROUTING_KEY)
+        try:
+            await asyncio.wait_for(future, self.timeout_s)
+        finally:
+            self._waiting.pop(message_id, None)
+
+    def reset(self) -> None:
+        self.statuses = {}
+

@@ -1,0 +1,138 @@
+"""The two consumers the worker is compared with, each run as its own process like the worker:
+
+- ``echo``: the bare broker round trip.  Same client library, same queue, same prefetch; it
+  only publishes a (confirmed) reply and acknowledges, touching no database.
+- ``naive``: the consumer most people would write: aio-pika, ``json.loads``, one pydantic
+  model per item, ``executemany`` of a single-row upsert in a transaction, a reply per
+  message, ack when done.
+
+    python -m bench.peers echo  --url URL --prefetch N
+    python -m bench.peers naive --url URL --dsn DSN --prefetch N --pool N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import signal
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.settings import RetrySettings
+from worker.topology import declare_topology
+
+
+class NaiveBenefit(BaseModel):
+    """What a hand-written model of the Benefit item looks like."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    benefit_Code: str = Field(min_length=1, max_length=10)
+    allow_Flat_Tax: bool
+    benefit_Category: str | None = None
+    benefit_Description: str | None = None
+    default_Unit_Type: str | None = None
+    hipaA_Code: str | None = None
+    invalid_Diag_Ex_Code: str | None = None
+    invalid_Procedure_Ex_Code: str | None = None
+    invalid_Prov_Type_Ex_Code: str | None = None
+    invalid_Specialty_Ex_Code: str | None = None
+    medicare: str = Field(min_length=1, max_length=1)
+    pend_Ex_Code: str | None = None
+    pend_Flag: str = Field(min_length=1, max_length=1)
+    require_Type_Of_Svc: str | None = None
+    entry_Date: dt.datetime | None = None
+    entry_User: str | None = Field(default=None, max_length=20)
+    update_Date: dt.datetime | None = None
+    update_User: str | None = Field(default=None, max_length=20)
+
+
+_COLUMNS = [name.lower() for name in NaiveBenefit.model_fields]
+_UPDATED = [c for c in _COLUMNS if c not in ("benefit_code", "entry_date", "entry_user")]
+NAIVE_UPSERT = (
+    f"INSERT INTO vbapi.benefit ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))}) "
+    f"ON CONFLICT (benefit_code) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
+)
+
+
+def _row(model: NaiveBenefit) -> tuple[Any, ...]:
+    now = dt.datetime.now(dt.UTC)
+    values = model.model_dump()
+    values["entry_Date"] = values["entry_Date"] or now
+    values["update_Date"] = values["update_Date"] or now
+    return tuple(values.values())
+
+
+async def reply(exchange: AbstractExchange, request: AbstractIncomingMessage,
+                body: bytes) -> None:
+    await exchange.publish(
+        aio_pika.Message(body=body, content_type="application/json",
+                         correlation_id=request.correlation_id or request.message_id,
+                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                         headers={"status": 207}),
+        routing_key=request.reply_to or "")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    connection = await aio_pika.connect(args.url)
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=args.prefetch)
+    topology = await declare_topology(channel, RetrySettings().delays_s)
+    exchange = channel.default_exchange
+    pool: asyncpg.Pool | None = None
+    if args.kind == "naive":
+        pool = await asyncpg.create_pool(args.dsn, min_size=args.pool, max_size=args.pool)
+
+    async def echo(message: AbstractIncomingMessage) -> None:
+        await reply(exchange, message, b'{"data": [], "error": null}')
+        await message.ack()
+
+    async def naive(message: AbstractIncomingMessage) -> None:
+        assert pool is not None
+        async with message.process():
+            results: list[dict[str, Any]] = []
+            rows = []
+            for raw in json.loads(message.body):
+                try:
+                    model = NaiveBenefit(**raw)
+                except ValidationError as e:
+                    results.append({"status": 400, "body": str(e)})
+                    continue
+                rows.append(_row(model))
+                results.append({"id": model.benefit_Code, "status": 200})
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.executemany(NAIVE_UPSERT, rows)
+            await reply(exchange, message, json.dumps({"data": results}).encode())
+
+    await topology.requests.consume(echo if args.kind == "echo" else naive)
+    print("consuming", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await connection.close()
+    if pool is not None:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers")
+    parser.add_argument("kind", choices=["echo", "naive"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--dsn")
+    parser.add_argument("--prefetch", type=int, default=16)
+    parser.add_argument("--pool", type=int, default=8)
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

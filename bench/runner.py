@@ -1,0 +1,356 @@
+"""One benchmark run: the ceilings, the bare broker, the naive peer, the worker (one and two
+processes), each in its own vhost and database, then the table and the verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench import ceiling
+from bench.data import Keys, make_batches, seed_parents
+from bench.load import Loops, Producer, Run, percentile
+from bench.report import Results, Row, Target
+from bench.services import (
+    Process,
+    amqp_url,
+    own_database,
+    own_vhost,
+    python_module,
+    wait_for_log,
+    worker_config,
+)
+from worker.settings import Settings
+
+WORKER = "worker"
+WORKER_BAD = "worker, 1% bad"
+TWO_WORKERS = "2 workers"
+NAIVE = "naive peer"
+CEILING = "raw ceiling (COPY + INSERT..SELECT)"
+COMMIT = "commit ceiling (1-row tx)"
+BROKER = "bare broker round trip"
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...] = (1, 100, 1000, 10_000)
+    # Each closed loop runs until this long or its prepared work is used up.
+    max_s: float = 5.0
+    # Each open loop (latency at half the maximum rate) runs this long.
+    latency_s: float = 3.0
+    # Prepared work per closed loop: at most this many items and this many batches.
+    item_budget: int = 150_000
+    max_batches: int = 15_000
+    scaling_size: int = 1000
+    quick: bool = False
+
+
+QUICK = Plan(sizes=(1, 10, 100, 500), max_s=0.5, latency_s=0.5, item_budget=2_000,
+             max_batches=200, scaling_size=100, quick=True)
+
+
+def _batches_for(plan: Plan, size: int, window: int) -> int:
+    return max(window, min(plan.max_batches, plan.item_budget // size))
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def _mb(kib: int) -> float:
+    return kib / 1024
+
+
+def _row(name: str, size: int, closed: Run, opened: Run | None,
+         peak_kib: int | None = None) -> Row:
+    return Row(name=name, size=size, items_per_s=closed.per_s(closed.batches * size),
+               batches_per_s=closed.per_s(closed.batches),
+               p50_ms=_ms(percentile(opened.latencies_s, 0.5)) if opened else None,
+               p99_ms=_ms(percentile(opened.latencies_s, 0.99)) if opened else None,
+               peak_mb=_mb(peak_kib) if peak_kib else None)
+
+
+class Bench:
+    def __init__(self, plan: Plan, say: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.say = say
+        self.keys = Keys()
+        self.defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+        amqp, db = self.defaults.amqp, self.defaults.databases["demo"]
+        self.prefetch = amqp.prefetch_count
+        # The worker holds at most one connection per batch in flight.
+        self.db_concurrency = min(amqp.prefetch_count, db.pool_max_size)
+        self.window = 2 * self.prefetch
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.results = Results(context=self._context())
+
+    def _context(self) -> dict[str, str]:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip() or "?"
+        return {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit,
+            "cpus": str(os.cpu_count()),
+            "python": platform.python_version(),
+            "worker defaults": f"prefetch {self.prefetch}, pool {self.db_concurrency}",
+            "plan": "quick" if self.plan.quick else "full",
+        }
+
+    async def run(self) -> Results:
+        await self.database_ceilings()
+        await self.broker_round_trip()
+        await self.naive_peer()
+        await self.worker()
+        self.judge()
+        return self.results
+
+    # -- the database alone ------------------------------------------------------------
+
+    async def database_ceilings(self) -> None:
+        plan = self.plan
+        async with own_database() as dsn:
+            await _seed(dsn)
+            commit = await ceiling.commit_ceiling(
+                dsn, self.keys, self.db_concurrency, plan.max_s,
+                max_rows=min(plan.max_batches * 4, 60_000))
+            self._add(_row(COMMIT, 1, commit, None))
+            for size in plan.sizes:
+                count = _batches_for(plan, size, self.db_concurrency)
+                work = ceiling.records(self.keys, size, count)
+                closed, opened = await ceiling.raw_ceiling(
+                    dsn, work, self.db_concurrency, plan.max_s, plan.latency_s)
+                self._add(_row(CEILING, size, closed, opened))
+
+    # -- the broker alone ----------------------------------------------------------------
+
+    async def broker_round_trip(self) -> None:
+        with own_vhost() as vhost:
+            url = amqp_url(vhost)
+            async with self._started("echo", python_module(
+                    "bench.peers", "echo", "--url", url, "--prefetch", str(self.prefetch)),
+                    b"consuming") as process, Producer(url) as producer:
+                row = await self._consumer_row(BROKER, producer, process, 1, bad=False)
+                self._add(row)
+
+    # -- the naive peer --------------------------------------------------------------------
+
+    async def naive_peer(self) -> None:
+        with own_vhost() as vhost:
+            url = amqp_url(vhost)
+            async with own_database() as dsn:
+                await _seed(dsn)
+                async with self._started("naive", python_module(
+                        "bench.peers", "naive", "--url", url, "--dsn", dsn,
+                        "--prefetch", str(self.prefetch), "--pool", str(self.db_concurrency)),
+                        b"consuming") as process, Producer(url) as producer:
+                    for size in self.plan.sizes:
+                        self._add(await self._consumer_row(NAIVE, producer, process, size,
+                                                           bad=False))
+
+    # -- the worker ------------------------------------------------------------------------
+
+    async def worker(self) -> None:
+        with own_vhost() as vhost:
+            url = amqp_url(vhost)
+            async with own_database() as dsn:
+                await _seed(dsn)
+                config = worker_config(self.workdir / "worker.toml", url, dsn)
+                command = python_module("worker", "run", "--config", str(config))
+                async with self._started("worker-1", command, b'"consuming"') as first, \
+                        Producer(url) as producer:
+                    for size in self.plan.sizes:
+                        for bad in (False, True):
+                            name = WORKER_BAD if bad else WORKER
+                            self._add(await self._consumer_row(name, producer, first, size,
+                                                               bad=bad))
+                    async with self._started("worker-2", command, b'"consuming"') as second:
+                        self._add(await self._consumer_row(
+                            TWO_WORKERS, producer, first, self.plan.scaling_size, bad=False,
+                            window=2 * self.window, also=second))
+
+    async def _consumer_row(self, name: str, producer: Producer, process: Process, size: int,
+                            *, bad: bool, window: int | None = None,
+                            also: Process | None = None) -> Row:
+        """Closed loop for the maximum rate, then an open loop at half of it for latency."""
+        plan = self.plan
+        window = window or self.window
+        warmup = make_batches(self.keys, size, 2, bad=bad)
+        loops = Loops(producer.call)
+        await loops.closed(warmup.bodies, 2, 60)
+        work = make_batches(self.keys, size, _batches_for(plan, size, window), bad=bad)
+        producer.reset()
+        for p in (process, also):
+            if p is not None:
+                p.reset_peak_memory()
+        closed = await loops.closed(work.bodies, window, plan.max_s)
+        del work
+        half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
+        count = max(1, min(plan.max_batches, int(half_rate * plan.latency_s)))
+        opened_work = make_batches(self.keys, size, count, bad=bad)
+        opened = await loops.open(opened_work.bodies, half_rate, plan.latency_s)
+        peak = max(p.memory_kib()[1] for p in (process, also) if p is not None)
+        if set(producer.statuses) != {207}:
+            raise RuntimeError(f"{name} at {size}: unexpected reply statuses "
+                               f"{producer.statuses}")
+        self.say(f"  {name:<36} {size:>6,} items/batch: "
+                 f"{closed.per_s(closed.batches * size):>10,.0f} items/s")
+        return _row(name, size, closed, opened, peak)
+
+    @contextlib.asynccontextmanager
+    async def _started(self, label: str, command: list[str], ready: bytes,
+                       env: dict[str, str] | None = None) -> AsyncIterator[Process]:
+        log = self.workdir / f"{label}.log"
+        process = Process(command, log, env)
+        try:
+            await wait_for_log(log, ready, process)
+            yield process
+        finally:
+            code = process.stop()
+            if code not in (0, -15):
+                self.say(f"  {label} exited with {code}; its log: {log}")
+
+    # -- verdicts ----------------------------------------------------------------------------
+
+    def _add(self, row: Row) -> None:
+        results = self.results
+        if row.name not in (CEILING, COMMIT, BROKER):
+            base = results.find(CEILING, row.size)
+            naive = results.find(NAIVE, row.size)
+            row.vs_ceiling = row.items_per_s / base.items_per_s if base else None
+            if row.name != NAIVE:
+                row.vs_naive = row.items_per_s / naive.items_per_s if naive else None
+            clean = results.find(WORKER, row.size)
+            if row.name in (WORKER_BAD, TWO_WORKERS) and clean is not None:
+                row.vs_clean = row.items_per_s / clean.items_per_s
+        if row.name == CEILING:
+            self.say(f"  {row.name:<36} {row.size:>6,} items/batch: "
+                     f"{row.items_per_s:>10,.0f} items/s")
+        elif row.name in (COMMIT,):
+            self.say(f"  {row.name:<36} {row.size:>6,}            : "
+                     f"{row.items_per_s:>10,.0f} tx/s")
+        results.rows.append(row)
+
+    def judge(self) -> None:
+        r = self.results
+        sizes = self.plan.sizes
+        big, mid, huge = sizes[2], sizes[1], sizes[-1]
+        worker_big = r.find(WORKER, big)
+        ceiling_big = r.find(CEILING, big)
+        naive_big = r.find(NAIVE, big)
+        if worker_big and ceiling_big and naive_big:
+            r.targets.append(Target(f"{big:,}-item batches: worker / raw ceiling",
+                                    worker_big.items_per_s / ceiling_big.items_per_s, 0.7, True))
+            r.targets.append(Target(f"{big:,}-item batches: worker / naive peer",
+                                    worker_big.items_per_s / naive_big.items_per_s, 2.0, True))
+        for size in sizes:
+            bad = r.find(WORKER_BAD, size)
+            if bad is not None and bad.vs_clean is not None:
+                r.targets.append(Target(f"{size:,}-item batches, 1% bad: worker / its clean rate",
+                                        bad.vs_clean, 0.7, True))
+        one, echo = r.find(WORKER, 1), r.find(BROKER, 1)
+        if one and echo:
+            r.targets.append(Target("1-item batches: worker / bare broker round trip",
+                                    one.items_per_s / echo.items_per_s, 0.6, True))
+        middle = r.find(WORKER, mid)
+        if middle and middle.p99_ms is not None:
+            r.targets.append(Target(f"{mid:,}-item batches: p99 ms at half the maximum rate",
+                                    middle.p99_ms, 100, False))
+        peaks = [row.peak_mb for row in r.rows
+                 if row.name in (WORKER, WORKER_BAD) and row.size == huge and row.peak_mb]
+        if peaks:
+            r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
+                                    max(peaks), 250, False))
+
+
+async def _seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_parents(conn)
+    finally:
+        await conn.close()
+
+
+async def soak(duration_s: float, say: Callable[[str], None]) -> list[tuple[float, float]]:
+    """The worker under steady 1,000-item load for ``duration_s``: (elapsed s, RSS MB)
+    samples every 10 s, to show whether memory stays flat."""
+    bench = Bench(Plan(), say)
+    samples: list[tuple[float, float]] = []
+    with own_vhost() as vhost:
+        url = amqp_url(vhost)
+        async with own_database() as dsn:
+            await _seed(dsn)
+            config = worker_config(bench.workdir / "worker.toml", url, dsn)
+            command = python_module("worker", "run", "--config", str(config))
+            async with bench._started("worker-soak", command, b'"consuming"') as process, \
+                    Producer(url) as producer:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                stop = asyncio.Event()
+
+                async def sample() -> None:
+                    while not stop.is_set():
+                        elapsed = loop.time() - started
+                        rss = _mb(process.memory_kib()[0])
+                        samples.append((elapsed, rss))
+                        say(f"  soak {elapsed:6.0f} s: RSS {rss:.0f} MB")
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 10)
+
+                sampler = asyncio.create_task(sample())
+                loops = Loops(producer.call)
+                while loop.time() - started < duration_s:
+                    work = make_batches(bench.keys, 1000, 200)
+                    await loops.closed(work.bodies, bench.window,
+                                       duration_s - (loop.time() - started))
+                stop.set()
+                await sampler
+    return samples
+
+
+SWEEP_PREFETCH = (8, 16, 32, 64)
+SWEEP_POOL = (2, 4, 8)
+SWEEP_SIZES = (1, 100, 1000)
+
+
+async def sweep(say: Callable[[str], None],
+                max_s: float = 4.0) -> list[tuple[int, int, int, float]]:
+    """The worker's rate over prefetch x pool size, for choosing their defaults:
+    (prefetch, pool, batch size, items/s)."""
+    bench = Bench(Plan(max_s=max_s), say)
+    out: list[tuple[int, int, int, float]] = []
+    with own_vhost() as vhost:
+        url = amqp_url(vhost)
+        async with own_database() as dsn:
+            await _seed(dsn)
+            config = worker_config(bench.workdir / "worker.toml", url, dsn)
+            command = python_module("worker", "run", "--config", str(config))
+            for prefetch in SWEEP_PREFETCH:
+                for pool in SWEEP_POOL:
+                    if pool > prefetch:
+                        continue
+                    env = {"UPSERT_AMQP__PREFETCH_COUNT": str(prefetch),
+                           "UPSERT_DATABASES__BENCH__POOL_MAX_SIZE": str(pool)}
+                    async with bench._started(f"sweep-{prefetch}-{pool}", command,
+                                              b'"consuming"', env) as _, \
+                            Producer(url) as producer:
+                        loops = Loops(producer.call)
+                        for size in SWEEP_SIZES:
+                            await loops.closed(make_batches(bench.keys, size, 4).bodies, 2, 60)
+                            window = 2 * prefetch
+                            work = make_batches(bench.keys, size,
+                                                _batches_for(bench.plan, size, window))
+                            run = await loops.closed(work.bodies, window, max_s)
+                            rate = run.per_s(run.batches * size)
+                            say(f"  prefetch {prefetch:3} pool {pool:2} size {size:5,}: "
+                                f"{rate:10,.0f} items/s")
+                            out.append((prefetch, pool, size, rate))
+    return out

@@ -1,0 +1,1 @@
+"""Entity declarations: pure data from which models, SQL and DDL are derived."""

@@ -1,0 +1,64 @@
+"""Strict pydantic validators derived from the entity declarations.
+
+One ``TypeAdapter`` per entity validates a whole JSON body in one call (``validate_json``)
+into plain dicts keyed by the canonical JSON names; a second one validates a single item,
+for the slower path that handles case-insensitive names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any, NotRequired, Required
+
+from pydantic import ConfigDict, StringConstraints, TypeAdapter
+from pydantic import Field as PydanticField
+from typing_extensions import TypedDict
+
+from schemas.entity import INT32_MAX, INT32_MIN, Entity, Field, Kind
+
+# strict: JSON types must match exactly ("true" is no boolean, 1.5 no integer);
+# extra="forbid": a field that matches no field of the entity is an error.
+_CONFIG = ConfigDict(strict=True, extra="forbid")
+
+
+def _python_type(field: Field) -> Any:
+    base: Any
+    if field.kind is Kind.TEXT:
+        base = Annotated[str, StringConstraints(min_length=field.min_length,
+                                                max_length=field.max_length)]
+    elif field.kind is Kind.INTEGER:
+        base = Annotated[int, PydanticField(ge=INT32_MIN, le=INT32_MAX)]
+    elif field.kind is Kind.BOOLEAN:
+        base = bool
+    elif field.kind is Kind.DECIMAL:
+        # float, not Decimal: strict Decimal accepts JSON strings, which the API does not.
+        base = Annotated[float, PydanticField(allow_inf_nan=False)]
+    else:
+        base = dt.datetime
+    if field.nullable:
+        base = base | None
+    return Required[base] if field.required else NotRequired[base]
+
+
+@dataclass(frozen=True)
+class EntityModel:
+    """The validators of one entity."""
+
+    batch: TypeAdapter[list[dict[str, Any]]]
+    item: TypeAdapter[dict[str, Any]]
+    # lower-cased JSON name -> canonical JSON name, for case-insensitive matching
+    canonical: dict[str, str]
+
+
+def build_model(entity: Entity) -> EntityModel:
+    annotations = {f.name: _python_type(f) for f in entity.fields}
+    # Built at run time from the declaration, so mypy cannot see its fields: Any.
+    item_type: Any = TypedDict(entity.name, annotations, total=False)  # type: ignore[misc]
+    setattr(item_type, "__pydantic_config__", _CONFIG)  # noqa: B010 (mypy sees no such attr)
+    batch_type: Any = list[item_type]
+    return EntityModel(
+        batch=TypeAdapter(batch_type),
+        item=TypeAdapter(item_type),  # type: ignore[arg-type]
+        canonical={f.name.lower(): f.name for f in entity.fields},
+    )

@@ -1,0 +1,96 @@
+"""Fixtures: each test gets its own vhost and its own database on the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.support import (
+    Producer,
+    amqp_url,
+    isolated_database,
+    isolated_vhost,
+    make_settings,
+    rabbitmqctl,
+    wait_until,
+)
+from worker.migrations import migrate
+from worker.service import Worker
+from worker.settings import Settings
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    with isolated_vhost() as name:
+        yield name
+
+
+@pytest.fixture
+async def dsn() -> AsyncIterator[str]:
+    async with isolated_database() as value:
+        await migrate(value)
+        yield value
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database, for arranging and checking rows."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(vhost: str, dsn: str) -> Settings:
+    return make_settings(vhost, {"demo": {"dsn": dsn}})
+
+
+@contextlib.asynccontextmanager
+async def consuming(worker: Worker) -> AsyncIterator[Worker]:
+    """The worker consuming in this event loop until the block ends."""
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: worker.consuming or task.done(), timeout_s=30)
+        if task.done():
+            task.result()
+        yield worker
+    finally:
+        worker.stopping.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[Worker]:
+    """A worker made from ``settings``, consuming until the block ends."""
+    return consuming(Worker(settings))
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    async with running(settings) as value:
+        yield value
+
+
+@pytest.fixture
+async def producer(vhost: str) -> AsyncIterator[Producer]:
+    async with Producer(amqp_url(vhost)) as value:
+        yield value
+
+
+@pytest.fixture
+def producer_user(vhost: str) -> Iterator[tuple[str, str]]:
+    """A real broker user (name, password) for a producer, allowed on the test's vhost only,
+    deleted afterwards.  Short: the name is stored in entry_User/update_User (<= 20)."""
+    name, password = f"acme-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    rabbitmqctl("add_user", name, password)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
+        yield name, password
+    finally:
+        rabbitmqctl("delete_user", name)

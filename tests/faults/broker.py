@@ -1,0 +1,231 @@
+"""The test's side of the broker: a publisher and a reply collector that both survive the
+broker closing their connections, queue counts, and closing the test vhost's connections.
+
+Both use robust connections with a short reconnect interval: the broker-fault test closes
+every connection of the vhost, the test's own included, and the ledger must still see
+every batch published once and every reply that was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+from collections import defaultdict
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
+from worker.topology import (
+    DEAD_QUEUE,
+    REQUEST_EXCHANGE,
+    REQUEST_QUEUE,
+    declare_topology,
+    retry_queue_name,
+)
+
+REPLY_QUEUE = "faults.replies"
+RECONNECT_INTERVAL_S = 0.3
+
+
+class TestBroker:
+    """One robust connection to the test vhost: topology, publishing, replies, counts."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    def __init__(self, url: str, vhost: str, retry_delays_s: list[float]) -> None:
+        self.url = url
+        self.vhost = vhost
+        self.retry_delays_s = retry_delays_s
+        self.replies: dict[str, list[Received]] = defaultdict(list)
+        self.changed = asyncio.Event()
+
+    async def __aenter__(self) -> TestBroker:
+        self.connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            self.url, reconnect_interval=RECONNECT_INTERVAL_S,
+            client_properties={"connection_name": "faults-test"})
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        # The same declarations as the worker's, so that nothing published before the
+        # worker first starts is dropped for want of a bound queue.
+        await declare_topology(self.channel, self.retry_delays_s)
+        self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE)
+        reply_queue = await self.channel.declare_queue(REPLY_QUEUE, durable=True)
+        # Manual acks: a reply in flight when the connection drops comes back, not lost.
+        await reply_queue.consume(self._on_reply)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        key = message.correlation_id or ""
+        headers = dict(message.headers or {})
+        self.replies[key].append(Received(int(headers.get("status", 0)), message.body, headers))
+        self.changed.set()
+        try:
+            await message.ack()
+        except Exception:
+            pass  # channel gone: the reply comes again and is recorded twice (identical)
+
+    async def publish(self, batch: LedgerBatch, deadline_s: float = 30.0) -> None:
+        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts, deadline_s=deadline_s)
+
+    async def publish_raw(self, message_id: str, body: bytes, *, ts: dt.datetime,
+                          headers: dict[str, Any] | None = None, routing_key: str = ENTITY,
+                          deadline_s: float = 30.0, **properties: Any) -> None:
+        """Publish until the broker confirms it.  A publish cut off by a dropped connection is
+        sent again with the same message_id: at worst the worker sees it twice, and must
+        answer both copies identically."""
+        if headers is None:
+            headers = {"path": PATH, "vbasoftware-database": "demo"}
+        properties.setdefault("content_type", "application/json")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        while True:
+            message = aio_pika.Message(
+                body=body, headers=dict(headers), message_id=message_id,
+                correlation_id=message_id, reply_to=REPLY_QUEUE, timestamp=ts,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
+            try:
+                await self.exchange.publish(message, routing_key=routing_key, timeout=5)
+                return
+            except Exception:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(RECONNECT_INTERVAL_S)
+
+    async def publish_all(self, batches: list[LedgerBatch], pace_s: float = 0.0) -> None:
+        """Publish in order, ``pace_s`` apart, so that faults land while batches still come."""
+        for batch in batches:
+            await self.publish(batch)
+            if pace_s:
+                await asyncio.sleep(pace_s)
+
+    async def wait_answered(self, message_ids: set[str], timeout_s: float) -> None:
+        """Until every id has at least one reply; fails naming how many are missing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            missing = message_ids - set(self.replies)
+            if not missing:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"{len(missing)} of {len(message_ids)} batches unanswered "
+                                     f"after {timeout_s} s")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
+            except TimeoutError:
+                pass
+
+    def answered(self) -> int:
+        return len(self.replies)
+
+    async def wait_answers(self, count: int, timeout_s: float) -> None:
+        """Until at least ``count`` distinct batches have been answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.answered() < count:
+            if loop.time() > deadline:
+                raise AssertionError(f"only {self.answered()} of {count} batches answered "
+                                     f"after {timeout_s} s")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+    async def consumers(self) -> int:
+        """Consumers on the request queue now (a passive declare on a throwaway channel)."""
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(REQUEST_QUEUE, passive=True)
+            return int(queue.declaration_result.consumer_count or 0)
+        finally:
+            await channel.close()
+
+    async def wait_consumers(self, count: int, timeout_s: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                if await self.consumers() == count:
+                    return
+            except Exception:
+                pass  # our own connection is being re-established
+            if loop.time() > deadline:
+                raise AssertionError(f"request queue did not reach {count} consumers")
+            await asyncio.sleep(0.1)
+
+    async def bounce(self, times: int) -> int:
+        """Take the first request off vbapi.requests and give it back unacknowledged by
+        closing the channel, ``times`` times: to the broker, exactly what a consumer killed
+        with the batch in flight looks like.  Returns its x-delivery-count afterwards."""
+        for _ in range(times):
+            channel = await self.connection.channel()
+            queue = await channel.declare_queue(REQUEST_QUEUE, passive=True)
+            message = await queue.get(no_ack=False, fail=False)
+            assert message is not None, "nothing to bounce"
+            await channel.close()
+        channel = await self.connection.channel()
+        queue = await channel.declare_queue(REQUEST_QUEUE, passive=True)
+        message = await queue.get(no_ack=False, fail=False)
+        assert message is not None
+        count = int((message.headers or {}).get("x-delivery-count", 0))
+        await channel.close()
+        return count + 1
+
+    def worker_queues(self) -> list[str]:
+        return [REQUEST_QUEUE, *(retry_queue_name(d) for d in self.retry_delays_s)]
+
+    def queue_counts(self) -> dict[str, tuple[int, int]]:
+        """Queue -> (ready, unacknowledged), as the broker reports them."""
+        out = rabbitmqctl("list_queues", "-p", self.vhost, "--no-table-headers", "name",
+                          "messages_ready", "messages_unacknowledged")
+        counts = {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                counts[parts[0]] = (int(parts[1]), int(parts[2]))
+        return counts
+
+    async def wait_drained(self, timeout_s: float = 20.0) -> None:
+        """Until the request and retry queues hold nothing, ready or unacknowledged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            counts = await asyncio.to_thread(self.queue_counts)
+            left = {q: counts.get(q, (0, 0)) for q in self.worker_queues()
+                    if counts.get(q, (0, 0)) != (0, 0)}
+            if not left:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"queues not drained: {left}")
+            await asyncio.sleep(0.3)
+
+    async def dead_letters(self) -> list[AbstractIncomingMessage]:
+        """Every message in vbapi.dead (taken and acknowledged: the test vhost goes away)."""
+        channel = await self.connection.channel()
+        out = []
+        try:
+            queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
+            while True:
+                message = await queue.get(fail=False, no_ack=True)
+                if message is None:
+                    return out
+                out.append(message)
+        finally:
+            await channel.close()
+
+    def close_all_connections(self, reason: str) -> None:
+        """Close every connection of the test vhost (and only of it) from the broker side."""
+        assert self.vhost.startswith("test_"), self.vhost
+        rabbitmqctl("close_all_connections", "-p", self.vhost, reason)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                          text=True, timeout=60).stdout

@@ -1,0 +1,63 @@
+"""Fixtures of the fault tests: worker subprocesses that are always reaped, and the test's
+own broker connection.  Each test still has its own vhost and database (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.broker import TestBroker
+from tests.faults.processes import WorkerProcess, write_config
+from tests.support import amqp_url
+
+Spawn = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, vhost: str) -> Iterator[Spawn]:
+    """``spawn(dsn, database={...}, **sections)`` -> a started worker process with that
+    configuration.
+
+    Every process spawned is killed at teardown if still alive, and its log is printed
+    (pytest shows it only when the test failed).
+    """
+    started: list[WorkerProcess] = []
+
+    def start(dsn: str, database: dict[str, Any] | None = None,
+              **sections: dict[str, Any]) -> WorkerProcess:
+        n = len(started)
+        config = write_config(tmp_path / f"worker{n}.toml", amqp_url=amqp_url(vhost), dsn=dsn,
+                              database=database, **sections)
+        process = WorkerProcess(config, tmp_path / f"worker{n}.log").start()
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
+        for n, process in enumerate(started):
+            print(f"--- worker {n} (pid {process.proc.pid if process.proc else '-'}) log tail")
+            print(process.tail())
+
+
+@pytest.fixture
+async def broker_for(vhost: str) -> AsyncIterator[Callable[[list[float]], Any]]:
+    """``await broker_for(retry_delays_s)`` -> the test's TestBroker, closed at teardown."""
+    opened: list[TestBroker] = []
+
+    async def open_broker(retry_delays_s: list[float]) -> TestBroker:
+        broker = await TestBroker(amqp_url(vhost), vhost, retry_delays_s).__aenter__()
+        opened.append(broker)
+        return broker
+
+    try:
+        yield open_broker
+    finally:
+        for broker in opened:
+            await broker.__aexit__(None, None, None)

@@ -1,0 +1,195 @@
+"""Helpers of the operations tests: configuration files for the real CLI, a reply
+collector that keeps every reply (to count them), and direct access to ``vbapi.dead``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from worker import cli
+from worker.settings import Settings
+from worker.topology import DEAD_QUEUE, REQUEST_EXCHANGE
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def benefit(code: str, **fields: object) -> dict[str, object]:
+    return {"benefit_Code": code, "allow_Flat_Tax": True, "medicare": "N", "pend_Flag": "N",
+            **fields}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def to_toml(values: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for nested tables of plain values (enough for settings)."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and plain else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in plain.items() if v is not None]
+    text = "\n".join(lines) + ("\n\n" if lines else "")
+    for key, table in tables.items():
+        text += to_toml(table, f"{prefix}.{key}" if prefix else key)
+    return text
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """The settings as the TOML file the CLI reads (secrets written out in clear)."""
+    values = settings.model_dump(mode="python")
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if hasattr(value, "get_secret_value"):
+            return value.get_secret_value()
+        return value
+
+    path.write_text(to_toml(reveal(values)))
+    return path
+
+
+async def run_cli(args: Sequence[str], capsys: Any) -> tuple[int, str, str]:
+    """The real CLI in a thread (it runs its own event loop): exit status, stdout, stderr.
+
+    Its logging setup is skipped: it would point every logger of this test process at
+    this test's captured stderr, which is closed once the test ends."""
+    capsys.readouterr()
+    with mock.patch.object(cli, "configure_logging", lambda settings: None):
+        code = await asyncio.to_thread(cli.main, list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def run_console_script(args: Sequence[str], timeout_s: float = 60
+                             ) -> subprocess.CompletedProcess[str]:
+    """The installed ``upsert-worker`` console script, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSERT_")}
+    return await asyncio.to_thread(
+        subprocess.run, [str(VENV_BIN / "upsert-worker"), *args], capture_output=True,
+        text=True, timeout=timeout_s, env=env)
+
+
+class Replies:
+    """A reply queue that keeps every reply it gets, in arrival order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.messages: list[AbstractIncomingMessage] = []
+
+    async def __aenter__(self) -> Replies:
+        self.connection = await aio_pika.connect(self.url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        self.exchange = await self.channel.declare_exchange(
+            REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        self.queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        await self.queue.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        self.messages.append(message)
+
+    def for_id(self, correlation_id: str) -> list[AbstractIncomingMessage]:
+        return [m for m in self.messages if m.correlation_id == correlation_id]
+
+    async def wait_for(self, correlation_id: str, count: int = 1, timeout_s: float = 30
+                       ) -> list[AbstractIncomingMessage]:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(self.for_id(correlation_id)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{count} replies to {correlation_id} not within "
+                                     f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
+            await asyncio.sleep(0.02)
+        return self.for_id(correlation_id)
+
+    async def send(self, path: str, items: Any, *, database: str,
+                   user_id: str | None = None, routing_key: str = "Benefit",
+                   timestamp: dt.datetime | None = None) -> str:
+        """Publish a batch with reply_to = this queue; returns its message/correlation id."""
+        message_id = uuid.uuid4().hex
+        await self.exchange.publish(aio_pika.Message(
+            body=orjson.dumps(items), content_type="application/json",
+            headers={"path": path, "vbasoftware-database": database},
+            message_id=message_id, correlation_id=message_id, reply_to=self.queue.name,
+            timestamp=timestamp or dt.datetime.now(dt.UTC), user_id=user_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key)
+        return message_id
+
+
+def status_of(message: AbstractIncomingMessage) -> int:
+    return int((message.headers or {})["status"])
+
+
+@contextlib.asynccontextmanager
+async def channel_on(url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        yield await connection.channel(publisher_confirms=True)
+
+
+async def dead_count(url: str) -> int:
+    """Ready messages in vbapi.dead (declares it if need be)."""
+    async with channel_on(url) as channel:
+        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
+        result = queue.declaration_result
+        return int(result.message_count or 0)
+
+
+async def wait_dead_count(url: str, count: int, timeout_s: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (got := await dead_count(url)) != count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"vbapi.dead holds {got}, expected {count}")
+        await asyncio.sleep(0.05)
+
+
+STAMP = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def dead_headers(n: int, status: int = 404, database: str = "late") -> dict[str, Any]:
+    return {"path": "/benefits-batch", "vbasoftware-database": database,
+            "x-upsert-error-status": status, "x-upsert-error-title": "Not Found",
+            "x-upsert-error-detail": f"database '{database}' is not configured",
+            "x-upsert-activity-id": f"act-{n:05d}", "x-upsert-attempts": 1,
+            "x-upsert-dead-lettered-at": "2024-05-01T12:00:00+00:00",
+            "x-upsert-received-at": "2024-05-01T11:59:59+00:00", "x-delivery-count": 2}
+
+
+async def put_dead_letters(url: str, count: int, status_of_n: Any = lambda n: 404) -> None:
+    """Publish dead letters straight into vbapi.dead, as the worker would have."""
+    conn = await aio_pika.connect(url)
+    async with conn:
+        # Unconfirmed publishes for speed; the count is awaited below.
+        fast = await conn.channel(publisher_confirms=False)
+        await fast.declare_queue(DEAD_QUEUE, durable=True)
+        for n in range(count):
+            await fast.default_exchange.publish(aio_pika.Message(
+                body=orjson.dumps([benefit(f"B{n}")]), content_type="application/json",
+                headers=dead_headers(n, status_of_n(n)), message_id=f"msg-{n:05d}",
+                correlation_id=f"cor-{n:05d}", reply_to=f"reply-{n}", timestamp=STAMP,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=DEAD_QUEUE)
+    await wait_dead_count(url, count)

@@ -1,0 +1,172 @@
+"""Test helpers: isolated broker vhosts and databases on the real services, a worker run
+in the test's own event loop, and a producer that publishes and waits for the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aio_pika
+import asyncpg
+import orjson
+
+from worker.settings import Settings
+from worker.topology import REQUEST_EXCHANGE
+
+# The services: the machine's own unless the environment names others.
+AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
+AMQP_PORT = int(os.environ.get("TEST_AMQP_PORT", "5672"))
+AMQP_USER = os.environ.get("TEST_AMQP_USER", "guest")
+AMQP_PASSWORD = os.environ.get("TEST_AMQP_PASSWORD", "guest")
+PG_DSN = os.environ.get("TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def amqp_url(vhost: str, user: str = AMQP_USER, password: str = AMQP_PASSWORD) -> str:
+    return f"amqp://{user}:{password}@{AMQP_HOST}:{AMQP_PORT}/{quote(vhost, safe='')}"
+
+
+@contextlib.contextmanager
+def isolated_vhost() -> Iterator[str]:
+    """A fresh vhost the default user may use; deleted afterwards (in the background)."""
+    vhost = unique("test")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, AMQP_USER, ".*", ".*", ".*")
+    try:
+        yield vhost
+    finally:
+        subprocess.Popen(["rabbitmqctl", "-q", "delete_vhost", vhost],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def dsn_for(database: str) -> str:
+    base, _, _ = PG_DSN.rpartition("/")
+    return f"{base}/{database}"
+
+
+@contextlib.asynccontextmanager
+async def isolated_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (its DSN); dropped afterwards."""
+    name = unique("vbapi_test")
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield dsn_for(name)
+    finally:
+        admin = await asyncpg.connect(PG_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def make_settings(vhost: str, databases: dict[str, dict[str, Any]], **overrides: Any) -> Settings:
+    """Settings for a test: its vhost and databases, no metrics port, short retry delays."""
+    values: dict[str, Any] = {
+        "amqp": {"url": amqp_url(vhost), "publish_timeout_s": 10.0, "prefetch_count": 8},
+        "databases": databases,
+        "metrics": {"port": 0},
+        "retry": {"delays_s": [0.2, 0.4], "max_deliveries": 3},
+        "worker": {"shutdown_grace_s": 10.0},
+        "log": {"format": "json", "level": "warning"},
+    }
+    for key, value in overrides.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    return Settings(**values)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, Any]
+    body: dict[str, Any]
+    properties: aio_pika.abc.AbstractIncomingMessage
+
+
+class Producer:
+    """Publishes batches to ``vbapi`` as a producer would, and collects replies."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._replies: dict[str, asyncio.Future[Reply]] = {}
+
+    async def __aenter__(self) -> Producer:
+        self.connection = await aio_pika.connect(self.url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        self.exchange = await self.channel.declare_exchange(
+            REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        self.reply_queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        await self.reply_queue.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        future = self._replies.get(message.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(Reply(int((message.headers or {}).get("status", 0)),
+                                    dict(message.headers or {}), orjson.loads(message.body),
+                                    message))
+
+    async def send(self, path: str | None, items: Any = None, *, database: str | None = "demo",
+                   body: bytes | None = None, message_id: str | None = None,
+                   routing_key: str = "Benefit", timestamp: dt.datetime | None = None,
+                   **properties: Any) -> str:
+        """Publish one batch; returns its correlation id."""
+        message_id = message_id or uuid.uuid4().hex
+        correlation_id = properties.pop("correlation_id", message_id)
+        headers = properties.pop("headers", {})
+        if path is not None:
+            headers["path"] = path
+        if database is not None:
+            headers["vbasoftware-database"] = database
+        if body is None:
+            body = orjson.dumps(items)
+        properties.setdefault("content_type", "application/json")
+        self._replies[correlation_id] = asyncio.get_running_loop().create_future()
+        await self.exchange.publish(
+            aio_pika.Message(body=body, headers=headers, message_id=message_id,
+                             correlation_id=correlation_id, reply_to=self.reply_queue.name,
+                             timestamp=timestamp or dt.datetime.now(dt.UTC), **properties),
+            routing_key=routing_key)
+        return correlation_id
+
+    async def reply(self, correlation_id: str, timeout_s: float = 30.0) -> Reply:
+        return await asyncio.wait_for(self._replies[correlation_id], timeout_s)
+
+    async def call(self, path: str | None, items: Any = None, **kwargs: Any) -> Reply:
+        return await self.reply(await self.send(path, items, **kwargs))
+
+
+async def wait_until(predicate: Any, timeout_s: float = 15.0, interval_s: float = 0.05) -> None:
+    """Poll an (async or plain) predicate until it holds; fail after the timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,58 @@
+"""A short run of the real benchmark (python -m bench --quick), so that it cannot rot: every
+contender runs against the real services as in the full run, only with tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import BEGIN, END
+from bench.runner import (
+    BROKER,
+    CEILING,
+    COMMIT,
+    NAIVE,
+    QUICK,
+    TWO_WORKERS,
+    WORKER,
+    WORKER_BAD,
+)
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(180)]
+
+
+def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
+    output, raw = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    output.write_text("# Benchmarks\n\nText around the markers is kept.\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output), "--json", str(raw)],
+        capture_output=True, text=True, timeout=150, check=False,
+        cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads(raw.read_text())
+    rows = {(r["name"], r["size"]): r for r in results["rows"]}
+    expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size)}
+    for size in QUICK.sizes:
+        expected |= {(CEILING, size), (NAIVE, size), (WORKER, size), (WORKER_BAD, size)}
+    assert set(rows) == expected
+    for row in rows.values():
+        assert row["items_per_s"] > 0 and row["batches_per_s"] > 0, row
+        assert row["items_per_s"] >= row["batches_per_s"], row
+    for (name, _), row in rows.items():
+        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER):
+            # Measured on the separate consumer process: latency and its peak memory.
+            assert 0 < row["p50_ms"] <= row["p99_ms"] < 60_000, row
+            assert 10 < row["peak_mb"] < 4096, row
+        if name in (WORKER, WORKER_BAD, TWO_WORKERS):
+            assert row["vs_ceiling"] > 0 and row["vs_naive"] > 0, row
+    # Every target of the issue is judged, whatever the verdict on tiny sizes.
+    assert len(results["targets"]) == 5 + len(QUICK.sizes)
+
+    text = output.read_text()
+    assert text.startswith("# Benchmarks\n\nText around the markers is kept.\n")
+    assert BEGIN in text and END in text and "| worker |" in text

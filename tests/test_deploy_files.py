@@ -1,0 +1,302 @@
+"""Static checks of the deployment files (no Docker engine or cluster here): they parse,
+and every command, port, setting, probe path and metric they name is a real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+from pydantic import BaseModel
+
+from worker import metrics
+from worker.cli import build_parser
+from worker.settings import DatabaseSettings, MetricsSettings, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+METRICS_PORT = MetricsSettings().port
+
+# The per-object series of RabbitMQ's rabbitmq_prometheus plugin the rules and dashboard use.
+RABBITMQ_METRICS = {"rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked",
+                    "rabbitmq_queue_messages", "rabbitmq_queue_consumers"}
+
+
+def commands() -> set[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return set(action.choices)  # type: ignore[arg-type]
+
+
+def parses_as_cli(argv: list[str]) -> None:
+    """The arguments are accepted by the real command-line parser."""
+    assert argv and argv[0] in commands(), argv
+    build_parser().parse_args(argv)
+
+
+def yaml_documents(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def worker_metric_names() -> set[str]:
+    names = set()
+    for value in vars(metrics).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        for family in value.describe():
+            names.add(family.name)
+            for suffix in ("_total", "_bucket", "_count", "_sum", "_created"):
+                names.add(family.name + suffix)
+    return names
+
+
+def metric_names_in(expr: str) -> set[str]:
+    return set(re.findall(r"\b((?:upsert|rabbitmq)_[a-z_]+)\b", expr))
+
+
+def assert_known_metrics(exprs: list[str]) -> None:
+    known = worker_metric_names() | RABBITMQ_METRICS
+    used = set().union(*(metric_names_in(e) for e in exprs))
+    assert used, "no metric referenced"
+    assert used <= known, f"unknown metrics: {sorted(used - known)}"
+
+
+def is_real_setting(env_name: str) -> bool:
+    """UPSERT_A__B__C names a field of Settings (loading alone would silently ignore a
+    misspelt nested name)."""
+    if not env_name.startswith("UPSERT_"):
+        return False
+    parts = env_name.removeprefix("UPSERT_").lower().split("__")
+    model: type[BaseModel] = Settings
+    while parts:
+        name = parts.pop(0)
+        field = model.model_fields.get(name)
+        if field is None:
+            return False
+        if name == "databases":  # a dict: the next part is the logical database's name
+            if len(parts) < 2:
+                return False
+            parts.pop(0)
+            model = DatabaseSettings
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        return not parts
+    return False
+
+
+def test_setting_name_check_refuses_misspellings() -> None:
+    assert is_real_setting("UPSERT_AMQP__URL")
+    assert is_real_setting("UPSERT_DATABASES__DEMO__DSN")
+    assert not is_real_setting("UPSERT_AMQP__URI")
+    assert not is_real_setting("UPSERT_DATABASES__DEMO__DNS")
+    assert not is_real_setting("UPSERT_METRICS")
+
+
+def settings_from_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                      config: Path | None = None) -> Settings:
+    for name in list(os.environ):
+        if name.startswith("UPSERT_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        assert is_real_setting(name), name
+        monkeypatch.setenv(name, value)
+    return load_settings(config)
+
+
+# --- Dockerfile ---------------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_is_slim_non_root_and_runs_the_real_cli() -> None:
+    steps = dockerfile_instructions()
+    final_stage = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM"):]
+    assert all("slim" in v for k, v in steps if k == "FROM")
+    users = [v for k, v in final_stage if k == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    entrypoint = json.loads(next(v for k, v in final_stage if k == "ENTRYPOINT"))
+    cmd = json.loads(next(v for k, v in final_stage if k == "CMD"))
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint == ["upsert-worker"] and "upsert-worker" in scripts
+    parses_as_cli(cmd)
+    assert [v for k, v in final_stage if k == "EXPOSE"] == [str(METRICS_PORT)]
+    healthcheck = next(v for k, v in final_stage if k == "HEALTHCHECK")
+    assert "/healthz" in healthcheck and "UPSERT_METRICS__PORT" in healthcheck
+    ignored = {line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text()
+               .splitlines() if line.strip() and not line.startswith("#")}
+    for key, value in steps:  # what is copied from the build context exists, and is sent
+        if key == "COPY" and not value.startswith("--from"):
+            for source in shlex.split(value)[:-1]:
+                assert (ROOT / source).exists(), source
+                assert source not in ignored, source
+
+
+
+def test_dockerfile_env_is_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = dockerfile_instructions()
+    env = dict(re.findall(r"(UPSERT_\w+)=(\S+)", " ".join(v for k, v in steps if k == "ENV")))
+    assert env == {"UPSERT_LOG__FORMAT": "json"}
+    assert settings_from_env(env, monkeypatch).log.format == "json"
+
+
+# --- docker-compose.yml -------------------------------------------------------------
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def test_compose_runs_broker_database_migrations_and_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    assert {"rabbitmq", "postgres", "migrate", "worker"} <= set(services)
+    assert "management" in services["rabbitmq"]["image"]
+    assert "15672:15672" in services["rabbitmq"]["ports"]
+    for name in ("migrate", "worker"):
+        service = services[name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+        parses_as_cli(service["command"])
+        settings = settings_from_env(service["environment"], monkeypatch)
+        assert settings.metrics.port == METRICS_PORT
+        assert set(settings.databases) == {"demo"}
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["worker"]["command"] == ["run"]
+    assert f"{METRICS_PORT}:{METRICS_PORT}" in services["worker"]["ports"]
+    assert (services["worker"]["depends_on"]["migrate"]["condition"]
+            == "service_completed_successfully")
+
+
+def test_compose_monitoring_profile_mounts_real_files() -> None:
+    services = compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), source
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in scrape["scrape_configs"]}
+    assert targets["upsert-worker"] == [f"worker:{METRICS_PORT}"]
+
+
+# --- Kubernetes ---------------------------------------------------------------------
+
+def k8s_objects() -> dict[str, dict[str, Any]]:
+    objects = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml_documents(path):
+            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return objects
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present - {"secret.example.yaml"}
+
+
+def test_deployment_probes_ports_and_settings(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    objects = k8s_objects()
+    deployment = objects["Deployment/upsert-worker"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    parses_as_cli(container["args"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": METRICS_PORT}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+    # The mounted ConfigMap plus the Secret-backed environment load as real settings.
+    config_map = objects["ConfigMap/upsert-worker"]
+    [mount] = container["volumeMounts"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "upsert-worker"
+    config_arg = container["args"][container["args"].index("--config") + 1]
+    file_name = Path(config_arg).name
+    assert Path(config_arg).parent == Path(mount["mountPath"])
+    config = tmp_path / file_name
+    config.write_text(config_map["data"][file_name])
+    secret = objects["Secret/upsert-worker"]["stringData"]
+    env = {}
+    for item in container["env"]:
+        ref = item["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "upsert-worker" and ref["key"] in secret
+        env[item["name"]] = secret[ref["key"]]
+    settings = settings_from_env(env, monkeypatch, config)
+    assert settings.metrics.port == METRICS_PORT
+    assert settings.databases["demo"].dsn.get_secret_value() == secret["demo-dsn"]
+    assert settings.databases["demo"].producers == ["acme-loader"]
+    assert settings.amqp.url.get_secret_value() == secret["amqp-url"]
+    # The pod gets its SIGTERM drain time, and more.
+    assert pod["terminationGracePeriodSeconds"] > settings.worker.shutdown_grace_s
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+
+
+def test_pdb_and_keda_target_the_worker() -> None:
+    objects = k8s_objects()
+    labels = objects["Deployment/upsert-worker"]["spec"]["selector"]["matchLabels"]
+    assert objects["PodDisruptionBudget/upsert-worker"]["spec"]["selector"]["matchLabels"] == labels
+    scaled = objects["ScaledObject/upsert-worker"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "upsert-worker"
+    [trigger] = scaled["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["queueName"] == "vbapi.requests"
+    assert trigger["metadata"]["mode"] == "QueueLength"
+    auth = objects[f"TriggerAuthentication/{trigger['authenticationRef']['name']}"]
+    [ref] = auth["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "host"
+    assert ref["key"] in objects["Secret/upsert-worker"]["stringData"]
+
+
+# --- Prometheus rules and Grafana dashboard -----------------------------------------
+
+def test_alert_rules_cover_the_cases_and_name_real_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+    for wanted in ("UpsertDeadLettersGrowing", "UpsertNoConsumer", "UpsertOldestBatchTooOld",
+                   "UpsertErrorRate"):
+        assert wanted in alerts
+    assert_known_metrics([r["expr"] for r in alerts.values()])
+    assert all("summary" in r["annotations"] for r in alerts.values())
+
+
+def test_grafana_dashboard_and_provisioning() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "upsert-worker.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert_known_metrics(exprs)
+    used = set().union(*(metric_names_in(e) for e in exprs))
+    for family in ("upsert_batches_total", "upsert_items_total",
+                   "upsert_batch_latency_seconds_bucket", "upsert_db_write_seconds_bucket",
+                   "upsert_batches_in_flight"):
+        assert family in used
+    source = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uids = {d["uid"] for d in source["datasources"]}
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} <= uids
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))

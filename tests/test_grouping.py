@@ -1,0 +1,139 @@
+"""Group commit: batches that wait for a connection share one transaction, yet each gets the
+answers, reply and record it would get alone, and a failing one never fails the others."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+import pytest
+
+from tests import samples
+from tests.reliability_support import prepare
+from worker.batch import Batch
+from worker.grouping import GroupCommitter
+from worker.replies import batch_reply
+from worker.store import StoredReply
+
+T1 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+T2 = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
+
+
+def render(batch: Batch) -> tuple[int, bytes]:
+    return 207, batch_reply(batch, f"activity-{batch.message_id}")
+
+
+def answers(reply: StoredReply) -> list[tuple[int, str]]:
+    return [(d["status"], d["body"]) for d in orjson.loads(reply.body)["data"]]
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    value = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        yield value
+    finally:
+        await value.close()
+
+
+async def commit_queued(pool: asyncpg.Pool, batches: list[Batch]) -> list[StoredReply]:
+    """The first batch takes the only connection; the others queue behind it and go as
+    one group once it is done."""
+    committer = GroupCommitter(pool, connections=1, max_batches=32)
+    return list(await asyncio.gather(*(committer.commit(b, render) for b in batches)))
+
+
+async def transactions_of(db: asyncpg.Connection, ids: list[str]) -> set[int]:
+    return {r[0] for r in await db.fetch(
+        "SELECT xmin::text::bigint FROM vbapi.upsert_processed_message "
+        "WHERE message_id = ANY($1)", ids)}
+
+
+async def test_a_group_answers_each_batch_as_if_applied_in_order(
+        pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
+    first = prepare(samples.BENEFIT_PATH, [samples.benefit("B0")], message_id="g0",
+                    timestamp=T1)
+    create = prepare(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Description="a")],
+                     message_id="g1", timestamp=T2)
+    update = prepare(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Description="b"),
+                                            samples.benefit("B2")],
+                     message_id="g2", timestamp=T2)
+    older = prepare(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Description="old"),
+                                           samples.benefit("B3", pend_Flag="NO")],
+                    message_id="g3", timestamp=T1)
+    orphan = prepare(samples.BENEFIT_PATH, [samples.benefit("B4", benefit_Category="NONE")],
+                     message_id="g4", timestamp=T2)
+    replies = await commit_queued(pool, [first, create, update, older, orphan])
+
+    assert [answers(r) for r in replies] == [
+        [(201, "Created")],
+        [(201, "Created")],
+        [(200, "Updated"), (201, "Created")],
+        [(409, "not applied: the stored record was written by a newer batch"),
+         (400, "pend_Flag: String should have at most 1 character")],
+        [(404, "parent benefit_category not found: benefit_Category='NONE'")],
+    ]
+    assert not any(r.replayed for r in replies)
+    assert await db.fetchval(
+        "SELECT benefit_description FROM vbapi.benefit WHERE benefit_code = 'B1'") == "b"
+    # Each batch has its own record holding the reply it was sent ...
+    recorded = {r["message_id"]: bytes(r["reply"]) for r in await db.fetch(
+        "SELECT message_id, reply FROM vbapi.upsert_processed_message")}
+    assert recorded == {f"g{i}": r.body for i, r in enumerate(replies)}
+    # ... and the four that waited were committed in one transaction.
+    assert len(await transactions_of(db, ["g1", "g2", "g3", "g4"])) == 1
+    assert await transactions_of(db, ["g0"]) != await transactions_of(db, ["g1"])
+
+
+async def test_a_batch_seen_before_ungroups_without_changing_the_others(
+        pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
+    earlier = prepare(samples.BENEFIT_PATH, [samples.benefit("B1")], message_id="seen")
+    (first_reply,) = await commit_queued(pool, [earlier])
+    again = prepare(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Description="x")],
+                    message_id="seen")
+    blocker = prepare(samples.BENEFIT_PATH, [samples.benefit("B0")], message_id="b0")
+    fresh = prepare(samples.BENEFIT_PATH, [samples.benefit("B2")], message_id="fresh")
+    replies = await commit_queued(pool, [blocker, fresh, again])
+
+    assert answers(replies[1]) == [(201, "Created")] and not replies[1].replayed
+    assert replies[2].replayed and replies[2].body == first_reply.body
+    assert await db.fetchval(
+        "SELECT benefit_description FROM vbapi.benefit WHERE benefit_code = 'B1'") is None
+
+
+async def test_an_item_error_in_one_batch_ungroups_and_fails_only_that_item(
+        pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
+    await db.execute("ALTER TABLE vbapi.benefit ADD CONSTRAINT no_boom "
+                     "CHECK (benefit_description IS DISTINCT FROM 'boom')")
+    batches = [
+        prepare(samples.BENEFIT_PATH, [samples.benefit("B0")], message_id="e0"),
+        prepare(samples.BENEFIT_PATH, [samples.benefit("B1")], message_id="e1"),
+        prepare(samples.BENEFIT_PATH, [samples.benefit("B2", benefit_Description="boom"),
+                                       samples.benefit("B3")], message_id="e2"),
+        prepare(samples.BENEFIT_PATH, [samples.benefit("B4")], message_id="e3"),
+    ]
+    replies = await commit_queued(pool, batches)
+
+    assert answers(replies[1]) == [(201, "Created")]
+    bad, good = answers(replies[2])
+    assert bad[0] == 400 and bad[1].startswith("benefit_Description"), bad
+    assert good == (201, "Created")
+    assert answers(replies[3]) == [(201, "Created")]
+    assert {r[0] for r in await db.fetch("SELECT benefit_code FROM vbapi.benefit")} == {
+        "B0", "B1", "B3", "B4"}
+    # Fallen back: one transaction per batch.
+    assert len(await transactions_of(db, ["e1", "e2", "e3"])) == 3
+
+
+async def test_big_batches_and_a_free_connection_are_never_grouped(
+        pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
+    big = prepare(samples.BENEFIT_PATH, [samples.benefit(f"K{i}") for i in range(1001)],
+                  message_id="big")
+    small = prepare(samples.BENEFIT_PATH, [samples.benefit("S1")], message_id="small")
+    blocker = prepare(samples.BENEFIT_PATH, [samples.benefit("B0")], message_id="b0")
+    replies = await commit_queued(pool, [blocker, big, small])
+    assert all(r.status == 207 and not r.replayed for r in replies)
+    assert len(await transactions_of(db, ["b0", "big", "small"])) == 3

@@ -1,0 +1,1 @@
+"""vbapi-upsert-worker: create-or-update batches from RabbitMQ into PostgreSQL."""

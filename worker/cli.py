@@ -1,0 +1,177 @@
+"""The ``upsert-worker`` command line.  Thin: parse arguments, call one function each."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.logs import configure_logging
+from worker.settings import Settings, load_settings
+
+
+def _common() -> argparse.ArgumentParser:
+    # --config is accepted anywhere among a command's options.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="TOML configuration file (default: $UPSERT_CONFIG, else built-in)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="upsert-worker",
+        description="Create-or-update batches from RabbitMQ into PostgreSQL.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("run", parents=[common],
+                        help="consume batches until SIGTERM/SIGINT, then drain and exit 0")
+
+    migrate = commands.add_parser("migrate", parents=[common],
+                                  help="create or upgrade schema vbapi")
+    migrate.add_argument("--database", metavar="NAME",
+                         help="only this configured database (default: all)")
+
+    publish = commands.add_parser("publish", parents=[common],
+                                  help="publish a JSON array as a batch and print the reply")
+    publish.add_argument("--database", required=True, metavar="NAME")
+    publish.add_argument("--path", required=True, metavar="PATH")
+    publish.add_argument("--user-id", metavar="U")
+    publish.add_argument("--message-id", metavar="ID")
+    publish.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="how long to wait for the reply (default 60)")
+    publish.add_argument("file", metavar="FILE", help="JSON array file, or - for stdin")
+
+    status = commands.add_parser("status", parents=[common],
+                                 help="queue depths and consumers; dead letters by status")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dlq = commands.add_parser("dlq", help="list, show, replay or purge dead-lettered batches")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", parents=[common],
+                                       help="every dead letter, in queue order")
+    dlq_list.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq_show = dlq_commands.add_parser("show", parents=[common],
+                                       help="one dead letter: headers, properties, body")
+    dlq_show.add_argument("id", metavar="ID")
+    replay = dlq_commands.add_parser("replay", parents=[common],
+                                     help="republish to vbapi; remove once confirmed")
+    _add_selection(replay, with_status=True)
+    replay.add_argument("--dry-run", action="store_true",
+                        help="list what would be replayed, change nothing")
+    dlq_purge = dlq_commands.add_parser("purge", parents=[common], help="delete dead letters")
+    _add_selection(dlq_purge, with_status=False)
+    dlq_purge.add_argument("--yes", action="store_true", help="really delete them")
+
+    return parser
+
+
+def _add_selection(parser: argparse.ArgumentParser, *, with_status: bool) -> None:
+    chosen = parser.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    chosen.add_argument("--id", nargs="+", action="extend", metavar="ID",
+                        help="these dead letters (ids from `dlq list`)")
+    if with_status:
+        chosen.add_argument("--status", type=int, metavar="N",
+                            help="those dead-lettered with error status N")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except Exception as e:
+        print(f"upsert-worker: bad configuration: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log)
+    command = args.command if args.command != "dlq" else f"dlq {args.dlq_command}"
+    return int(_HANDLERS[command](settings, args))
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.service import Worker
+
+    async def run() -> None:
+        worker = Worker(settings)
+        worker.install_signal_handlers()
+        await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.migrations import migrate
+
+    names = [args.database] if args.database else list(settings.databases)
+    unknown = [n for n in names if n not in settings.databases]
+    if unknown:
+        print(f"upsert-worker: database not configured: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        failed = 0
+        for name in names:
+            try:
+                applied = await migrate(settings.databases[name].dsn.get_secret_value())
+            except Exception as e:
+                print(f"{name}: failed: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{name}: " + ("; ".join(applied) if applied else "up to date"))
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.publishing import format_reply, publish_batch
+
+    body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        reply = asyncio.run(publish_batch(
+            settings, database=args.database, path=args.path, body=body,
+            user_id=args.user_id, message_id=args.message_id, timeout_s=args.timeout))
+    except TimeoutError:
+        print(f"upsert-worker: no reply within {args.timeout:g} s (is a worker running?)",
+              file=sys.stderr)
+        return 3
+    except Exception as e:
+        print(f"upsert-worker: publish failed: {e}", file=sys.stderr)
+        return 2
+    print(format_reply(reply.body))
+    return 0 if reply.status == 207 else 1
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.operations import print_status
+    return print_status(settings, as_json=args.json)
+
+
+def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.operations import print_dead_letters
+    return print_dead_letters(settings, as_json=args.json)
+
+
+def cmd_dlq_show(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.operations import print_dead_letter
+    return print_dead_letter(settings, args.id)
+
+
+def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.operations import replay_dead_letters
+    return replay_dead_letters(settings, all_=args.all, ids=args.id or [],
+                               status=args.status, dry_run=args.dry_run)
+
+
+def cmd_dlq_purge(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.operations import purge_dead_letters
+    return purge_dead_letters(settings, all_=args.all, ids=args.id or [], yes=args.yes)
+
+
+_HANDLERS = {"run": cmd_run, "migrate": cmd_migrate, "publish": cmd_publish,
+             "status": cmd_status, "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
+             "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge}

@@ -1,0 +1,145 @@
+"""The exception tree.  Each branch says what happens to the message that raised it::
+
+    UpsertError
+    ├── MessageRejected        permanent: answered with a problem reply, dead-lettered at once
+    │   ├── MalformedMessage       400  bad JSON, body not an array, missing header
+    │   ├── Unauthenticated        401  no user_id where the database requires one
+    │   ├── Forbidden              403  the producer may not write that database
+    │   ├── NotFound               404  no endpoint for the path, or database not configured
+    │   ├── TooLarge               413  body, decompressed body or item count over the limit
+    │   └── UnsupportedMediaType   415  content type other than JSON
+    └── TransientFailure       retried later through the delay queues; 503 after the last try
+
+Database errors are sorted into these by :func:`classify_database_error`, the one place
+that decides by SQLSTATE class and exception type.  Two finer questions are answered here
+too: :func:`is_conflict` (deadlock 40P01, serialization 40001: retried in place a few times
+first) and :func:`is_item_error` (a permanent error of one item in a bulk statement: the
+store isolates that item and answers it alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+
+class UpsertError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+
+class MessageRejected(UpsertError):
+    """The whole message is refused; the producer must fix it."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class MalformedMessage(MessageRejected):
+    status = 400
+    title = "Malformed message"
+
+
+class Unauthenticated(MessageRejected):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(MessageRejected):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(MessageRejected):
+    status = 404
+    title = "Not Found"
+
+
+class TooLarge(MessageRejected):
+    status = 413
+    title = "Payload Too Large"
+
+
+class UnsupportedMediaType(MessageRejected):
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class TransientFailure(UpsertError):
+    """Worth trying again later: an outage, a deadlock, a serialization failure."""
+
+    status = 503
+    title = "Service Unavailable"
+
+
+# SQLSTATEs that go away by themselves.  Classes: 08 connection exceptions, 40 transaction
+# rollback (40001 serialization, 40P01 deadlock), 53 insufficient resources (53300 too many
+# connections), 57P01..57P03 admin/crash shutdown and cannot-connect-now, 58 system errors.
+_TRANSIENT_CLASSES = ("08", "40", "53", "58")
+_TRANSIENT_CODES = frozenset({"57P01", "57P02", "57P03", "55P03", "57014"})
+
+
+def is_transient_sqlstate(sqlstate: str | None) -> bool:
+    if not sqlstate:
+        return False
+    return sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate in _TRANSIENT_CODES
+
+
+def classify_database_error(exc: BaseException) -> TransientFailure | None:
+    """A TransientFailure for errors worth retrying, else None (a permanent error).
+
+    Connection-level failures (refused, reset, timed out, the pool closed under us) are
+    transient whatever their type; server errors are decided by SQLSTATE.
+    """
+    if isinstance(exc, TransientFailure):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None)
+        if is_transient_sqlstate(sqlstate):
+            return TransientFailure(f"database error {sqlstate}: {exc}")
+        return None
+    if isinstance(exc, ValueError):
+        # asyncpg's client-side DataError (an InterfaceError too): a value it cannot
+        # encode, which no retry changes.
+        return None
+    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError,
+                        asyncpg.ConnectionDoesNotExistError)) or _connection_gone(exc):
+        return TransientFailure(f"database unreachable: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _connection_gone(exc: BaseException) -> bool:
+    """asyncpg's InterfaceError for a connection or pool closed under us ("connection is
+    closed", "pool is closing"); its other uses are misuse (a bug), not worth a retry."""
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The driver's protocol state is broken, typically by the server ending the
+        # session under it ("another operation is in progress"), or its statement cache
+        # is stale: a fresh connection works.
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and any(
+        word in str(exc) for word in ("closed", "closing"))
+
+
+# Conflicts between concurrent transactions: gone as soon as the other one finished, so
+# they are worth a few quick retries in place before a trip through the delay queues.
+_CONFLICT_CODES = frozenset({"40001", "40P01"})
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: retry the transaction at once."""
+    return getattr(exc, "sqlstate", None) in _CONFLICT_CODES
+
+
+def is_item_error(exc: BaseException) -> bool:
+    """A permanent error that one item of a bulk statement can cause (a constraint, a value
+    the database or the driver refuses): worth isolating, not retrying."""
+    if classify_database_error(exc) is not None:
+        return False
+    # Server-reported, or a value the driver could not encode (a ValueError); not an
+    # InterfaceError of misuse, which would fail every item alike.
+    return isinstance(exc, asyncpg.PostgresError) or (
+        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError))

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the worker (served by ``worker.health``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BATCHES = Counter("upsert_batches_total", "Batches that reached an outcome",
+                  ["entity", "database", "outcome"])
+ITEMS = Counter("upsert_items_total", "Items answered, by item status",
+                ["entity", "database", "status"])
+RETRIES = Counter("upsert_retries_total", "Batches sent to a retry delay queue",
+                  ["reason"])
+DEAD_LETTERS = Counter("upsert_dead_letters_total", "Batches dead-lettered, by error status",
+                       ["status"])
+DATABASE_CONFLICTS = Counter("upsert_database_conflicts_total",
+                             "Deadlocks (40P01) and serialization failures (40001) retried "
+                             "in place", ["sqlstate"])
+REDELIVERIES_ANSWERED = Counter("upsert_redeliveries_answered_total",
+                                "Redelivered batches answered from the recorded reply")
+BATCH_LATENCY = Histogram("upsert_batch_latency_seconds",
+                          "From receiving a batch to acknowledging it",
+                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+DB_WRITE_TIME = Histogram("upsert_db_write_seconds", "Database time of one batch",
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+BATCH_SIZE = Histogram("upsert_batch_items", "Items per batch",
+                       buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000))
+IN_FLIGHT = Gauge("upsert_batches_in_flight", "Batches being processed now")
+# The queue is consumed in order, so the batch received now is about the oldest waiting:
+# its age is what an "oldest message too old" alert watches, with no broker plugin needed.
+BATCH_WAIT = Gauge("upsert_batch_wait_seconds",
+                   "Age (since its producer's timestamp) of the batch received last")
+BROKER_UP = Gauge("upsert_broker_connected", "1 while connected to the broker")
+DATABASE_UP = Gauge("upsert_database_connected",
+                    "1 while the database answered its last use", ["database"])

@@ -1,0 +1,150 @@
+"""One batch from request to outcome: batch (validate) -> store (write) -> replies.
+
+Knows nothing of AMQP: the consumer hands it a :class:`~worker.batch.Request` and gets an
+:class:`Outcome` back, or a :class:`~worker.errors.TransientFailure` to retry later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+
+from schemas.registry import Registry, default_registry
+from worker import errors
+from worker import metrics as m
+from worker.batch import Batch, Request, Validators, prepare_batch
+from worker.grouping import GroupCommitter
+from worker.migrations import migrate
+from worker.replies import MULTI_STATUS, batch_reply, item_counts, problem_reply
+from worker.settings import Settings
+from worker.statements import PROCESSED_LOOKUP
+from worker.store import Databases
+
+
+@dataclass
+class Outcome:
+    """What to answer, and whether the request goes to the dead-letter queue."""
+
+    status: int
+    body: bytes
+    entity: str | None
+    database: str | None
+    path: str | None
+    dead_letter: bool = False
+    title: str | None = None
+    detail: str | None = None
+    items: dict[int, int] = field(default_factory=dict)
+    item_count: int = 0
+    # True when a redelivery was answered from the recorded reply.
+    replayed: bool = False
+    # The activity id in the body: a recorded reply keeps the one of its first answer.
+    activity_id: str | None = None
+
+
+class Processor:
+    """Validates and writes batches; collaborators are created from settings by default."""
+
+    def __init__(self, settings: Settings, databases: Databases | None = None,
+                 registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.databases = databases or Databases(settings)
+        self.registry = registry or default_registry()
+        self.validators = Validators(self.registry)
+        self._committers: dict[str, GroupCommitter] = {}
+        # Databases whose schema this process has brought up to date.  One that was down
+        # when the worker started is migrated before its first batch, once it answers.
+        self.migrated: set[str] = set()
+        self._migrating: dict[str, asyncio.Lock] = {}
+
+    async def process(self, request: Request, received_at: dt.datetime,
+                      activity_id: str) -> Outcome:
+        """Answer the request, writing its valid items.  Raises TransientFailure."""
+        try:
+            batch = prepare_batch(request, self.settings, self.validators, received_at)
+        except errors.MessageRejected as e:
+            return self.refusal(e.status, e.title, e.detail, request, activity_id)
+        def render(answered: Batch) -> tuple[int, bytes]:
+            return MULTI_STATUS, batch_reply(answered, activity_id)
+
+        up = m.DATABASE_UP.labels(database=batch.database)
+        started = time.perf_counter()
+        try:
+            await self.ensure_migrated(batch.database)
+            pool = await self.databases.pool(batch.database)
+            stored = await self._committer(batch.database, pool).commit(batch, render)
+        except errors.TransientFailure:
+            up.set(0)
+            raise
+        up.set(1)
+        m.DB_WRITE_TIME.observe(time.perf_counter() - started)
+        if stored.replayed:
+            activity_id = orjson.loads(stored.body)["debug"]["activityID"]
+        return Outcome(status=stored.status, body=stored.body, entity=batch.entity.name,
+                       database=batch.database, path=batch.path, items=item_counts(batch),
+                       item_count=len(batch.outcomes), replayed=stored.replayed,
+                       activity_id=activity_id)
+
+    async def recorded(self, request: Request) -> Outcome | None:
+        """The recorded outcome of a batch whose writes committed (by message_id), else None.
+
+        One indexed lookup and no decoding of the body, so it is safe even for a delivery
+        that keeps killing workers.  Raises TransientFailure when the database is down.
+        """
+        database, message_id = request.database, request.message_id
+        if not database or not message_id or database not in self.settings.databases:
+            return None
+        pool = await self.databases.pool(database)
+        try:
+            row = await pool.fetchrow(PROCESSED_LOOKUP, message_id)
+        except Exception as e:
+            raise (errors.classify_database_error(e) or e) from e
+        if row is None:
+            return None
+        body = bytes(row["reply"])
+        reply = orjson.loads(body)
+        route = self.registry.route(request.path) if request.path else None
+        statuses = [item["status"] for item in reply.get("data") or []]
+        return Outcome(status=row["status"], body=body,
+                       entity=route.entity.name if route else None, database=database,
+                       path=request.path, items=dict(Counter(statuses)),
+                       item_count=len(statuses), replayed=True,
+                       activity_id=reply["debug"]["activityID"])
+
+    async def ensure_migrated(self, name: str) -> None:
+        """Migrate the database unless done already; TransientFailure while it is down."""
+        if name in self.migrated:
+            return
+        async with self._migrating.setdefault(name, asyncio.Lock()):
+            if name not in self.migrated:
+                dsn = self.settings.databases[name].dsn.get_secret_value()
+                try:
+                    await migrate(dsn, self.registry)
+                except errors.TransientFailure:
+                    raise
+                except Exception as e:  # e.g. the connection lost half way
+                    raise (errors.classify_database_error(e) or e) from e
+                self.migrated.add(name)
+
+    def _committer(self, name: str, pool: asyncpg.Pool) -> GroupCommitter:
+        committer = self._committers.get(name)
+        if committer is None or committer.pool is not pool:  # none yet, or a reopened pool
+            db = self.settings.databases[name]
+            committer = GroupCommitter(pool, db.pool_max_size, db.group_max_batches)
+            self._committers[name] = committer
+        return committer
+
+    def refusal(self, status: int, title: str, detail: str, request: Request,
+                activity_id: str) -> Outcome:
+        """A whole-message error reply; the request is dead-lettered."""
+        path = request.path
+        route = self.registry.route(path) if path else None
+        return Outcome(status=status, body=problem_reply(status, title, detail, path, activity_id),
+                       entity=route.entity.name if route else None, database=request.database,
+                       path=path, dead_letter=True, title=title, detail=detail,
+                       activity_id=activity_id)

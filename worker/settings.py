@@ -1,0 +1,162 @@
+"""Settings: the TOML file of the contract plus ``UPSERT_...`` environment overrides.
+
+Parsed once into one :class:`Settings`.  Precedence, highest first: environment variables
+(``UPSERT_AMQP__URL``, ``UPSERT_LIMITS__MAX_ITEMS``, ``UPSERT_DATABASES__DEMO__DSN`` ...),
+the TOML file (``--config FILE``, else ``UPSERT_CONFIG``), built-in defaults that serve a
+local broker and a local database.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "UPSERT_CONFIG"
+
+
+class AmqpSettings(BaseModel):
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    # Batches in flight per worker process: each holds at most one database connection.
+    prefetch_count: int = Field(default=16, ge=1, le=10_000)
+    # A publish (reply, retry, dead letter) not confirmed by then is treated as transient.
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+    # How long the worker waits to reconnect before reporting the broker down.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # Pause between reconnection attempts after the broker dropped the connection
+    # (aio-pika's own default is 5 s, a long gap in consuming for a short blip).
+    reconnect_interval_s: float = Field(default=1.0, gt=0)
+    # Key of the HMAC that carries a producer's name on republished batches (retries,
+    # dead letters, replays).  Unset: derived from `url`, which every worker and the `dlq`
+    # command of one deployment share.
+    signing_key: SecretStr | None = None
+    # RabbitMQ's management API (optional), for the unacknowledged counts `status` cannot
+    # get over AMQP, e.g. "http://user:pass@rabbit:15672".  Unset: the AMQP host, port
+    # 15672, the AMQP credentials; when it does not answer they are reported as unknown.
+    management_url: SecretStr | None = None
+
+    def signing_key_bytes(self) -> bytes:
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value().encode()
+        return hashlib.sha256(b"vbapi-upsert-worker:" + self.url.get_secret_value().encode()
+                              ).digest()
+
+
+class DatabaseSettings(BaseModel):
+    dsn: SecretStr
+    # Broker user names allowed to write this database; None lets any producer write.
+    producers: list[str] | None = None
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=8, ge=1)
+    # Per-statement timeout, so a stuck database surfaces as a transient failure.
+    command_timeout_s: float = Field(default=60.0, gt=0)
+    # Small batches that arrive while every connection is busy are committed together, at
+    # most this many in one transaction, each with its own answers, reply and record
+    # (worker/grouping.py); 1 writes every batch in a transaction of its own.
+    group_max_batches: int = Field(default=32, ge=1)
+
+
+def _default_databases() -> dict[str, DatabaseSettings]:
+    return {"demo": DatabaseSettings(dsn=SecretStr("postgresql://127.0.0.1:5432/vbapi_demo"))}
+
+
+class MetricsSettings(BaseModel):
+    host: str = "0.0.0.0"
+    # 0 disables the HTTP endpoint (handy in tests that run many workers).
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LimitsSettings(BaseModel):
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    # Decompressed size of a gzip body; inflation stops at this bound (no gzip bombs).
+    max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_items: int = Field(default=10_000, ge=1)
+
+
+class RetrySettings(BaseModel):
+    # One delay queue per entry; a batch that still fails after the last one is dead-lettered.
+    delays_s: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
+    # Deliveries of one message before it is treated as poison (it crashed the worker).
+    max_deliveries: int = Field(default=5, ge=1)
+
+    @field_validator("delays_s")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(d <= 0 for d in value):
+            raise ValueError("retry delays must be positive")
+        return value
+
+
+class WorkerSettings(BaseModel):
+    # SIGTERM: in-flight batches get this long to finish before they are handed back.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Processed message ids (for exactly-once redelivery) are kept this long.
+    processed_retention_days: float = Field(default=7.0, gt=0)
+    processed_cleanup_interval_s: float = Field(default=3600.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    # auto: console rendering on a terminal, JSON lines otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything the worker and its commands are configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="UPSERT_", env_nested_delimiter="__", extra="forbid",
+    )
+
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    databases: dict[str, DatabaseSettings] = Field(default_factory=_default_databases)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path_var.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+# The file to read is chosen per load_settings() call; a ContextVar keeps that out of the
+# class while pydantic-settings asks the class for its sources.
+_config_path_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "upsert_config_path", default=None
+)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config`` (else ``$UPSERT_CONFIG``, else defaults) and the environment."""
+    chosen = config if config is not None else os.environ.get(CONFIG_ENV) or None
+    path = Path(chosen) if chosen is not None else None
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"configuration file not found: {path}")
+    token = _config_path_var.set(path)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_path_var.reset(token)
