@@ -195,18 +195,31 @@ async def test_overlapping_batches_under_group_commit_all_land(
     """Two connections for sixteen batches in flight: the waiting ones are committed in
     groups (worker/grouping.py), which lock batch after batch rather than in one key
     order.  A deadlock between two groups rolls the victim back to one transaction per
-    batch; every batch still lands, none through the delay queue."""
+    batch; every batch still lands, none through the delay queue.
+
+    All batches carry one timestamp: a fallback commits a rolled-back group after a later
+    one, and with timestamps a second apart the older write would rightly be refused (409,
+    see test_older_batches_never_overwrite_newer_rows); here every write must apply."""
     from tests.support import make_settings
     settings = make_settings(vhost, {"demo": {"dsn": dsn, "pool_max_size": 2}},
                              amqp={"prefetch_count": 16}, retry={"delays_s": [30.0]})
     rng = random.Random(5)
+    sent_at = dt.datetime.now(dt.UTC)
+    writers: dict[int, set[str]] = {}
     async with running(settings):
         sent = []
         for n in range(48):
             keys = rng.sample(range(40), 5)
+            for k in keys:
+                writers.setdefault(k, set()).add(f"A{n}")
             sent.append(await producer.send(
-                samples.ARMOR_PATH, [samples.armor(k, armor_Code=f"A{n}") for k in keys]))
+                samples.ARMOR_PATH, [samples.armor(k, armor_Code=f"A{n}") for k in keys],
+                timestamp=sent_at))
         replies = [await producer.reply(c, timeout_s=25) for c in sent]
     assert all(r.status == 207 for r in replies)
     assert all(d["status"] in (200, 201) for r in replies for d in r.body["data"])
+    stored = dict(await db.fetch(
+        "SELECT armorcodeexcode_key, armor_code FROM vbapi.armor_code_ex_code"))
+    assert set(stored) == set(writers)
+    assert all(stored[k] in writers[k] for k in stored)
     assert await db.fetchval("SELECT count(*) FROM vbapi.upsert_processed_message") == 48
