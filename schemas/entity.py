@@ -141,6 +141,10 @@ class Entity:
         lowered = {n.lower() for n in names}
         if len(lowered) != len(names):
             raise ValueError(f"{self.name}: field names must differ case-insensitively")
+        for name in names:
+            # Also what keeps them apart from the worker's own "$..." row columns.
+            if not name.isidentifier():
+                raise ValueError(f"{self.name}: field name {name!r} is not an identifier")
         by_name = {f.name: f for f in self.fields}
         for key in self.key:
             if key not in by_name:

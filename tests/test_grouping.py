@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests import samples
-from tests.reliability_support import prepare
+from tests.reliability_support import CountingConnection, prepare
 from worker.batch import Batch
 from worker.grouping import GroupCommitter
 from worker.replies import batch_reply
@@ -137,3 +137,81 @@ async def test_big_batches_and_a_free_connection_are_never_grouped(
     replies = await commit_queued(pool, [blocker, big, small])
     assert all(r.status == 207 and not r.replayed for r in replies)
     assert len(await transactions_of(db, ["b0", "big", "small"])) == 3
+
+
+async def test_batches_sharing_no_key_are_written_with_one_statement_each_kind(
+        dsn: str, db: asyncpg.Connection) -> None:
+    """Batches of one entity with disjoint keys: one parent check, one upsert and one
+    insert of records for the whole group, and still each batch's own answers: 404 for its
+    orphan, 409 against a newer stored row, 400 kept, 201/200 for repeats of a key, its
+    own producer and timestamp on its rows."""
+    counted = await asyncpg.create_pool(dsn, min_size=1, max_size=1,
+                                        connection_class=CountingConnection)
+    try:
+        newer = prepare(samples.BENEFIT_PATH, [samples.benefit("B9", benefit_Description="new")],
+                        message_id="n0", timestamp=T2)
+        blocker = prepare(samples.BENEFIT_PATH, [samples.benefit("B0")], message_id="m0",
+                          timestamp=T1)
+        stale = prepare(samples.BENEFIT_PATH,
+                        [samples.benefit("B9", benefit_Description="old"),
+                         samples.benefit("B1")], message_id="m1", timestamp=T1)
+        mixed = prepare(samples.BENEFIT_PATH,
+                        [samples.benefit("B2", pend_Flag="NO"),
+                         samples.benefit("B3", benefit_Category="NONE"),
+                         samples.benefit("B4", benefit_Description="x"),
+                         samples.benefit("B4", benefit_Description="y")],
+                        message_id="m2", timestamp=T2)
+        mixed.user_id = "producer-2"
+        await commit_queued(counted, [newer])
+        async with counted.acquire() as conn:
+            conn.sent.clear()
+        replies = await commit_queued(counted, [blocker, stale, mixed])
+        async with counted.acquire() as conn:
+            sent = list(conn.sent)
+    finally:
+        await counted.close()
+
+    assert [answers(r) for r in replies] == [
+        [(201, "Created")],
+        [(409, "not applied: the stored record was written by a newer batch"),
+         (201, "Created")],
+        [(400, "pend_Flag: String should have at most 1 character"),
+         (404, "parent benefit_category not found: benefit_Category='NONE'"),
+         (201, "Created"), (200, "Updated")],
+    ]
+    # The group of two, after the blocker: parent check, upsert, records, and nothing
+    # else in its transaction.
+    begin = len(sent) - 1 - sent[::-1].index("BEGIN;")
+    group = sent[begin:sent.index("COMMIT;", begin) + 1]
+    assert len(group) == 5, group
+    assert "benefit_category" in group[1] and "NOT EXISTS" in group[1]
+    assert "json_to_recordset" in group[2] and '"$ts"' in group[2]
+    assert "unnest" in group[3] and "upsert_processed_message" in group[3]
+    assert len(await transactions_of(db, ["m1", "m2"])) == 1
+    rows = {r["benefit_code"]: r for r in await db.fetch(
+        "SELECT benefit_code, benefit_description, entry_user, upsert_source_ts, "
+        "upsert_message_id FROM vbapi.benefit")}
+    assert rows["B9"]["benefit_description"] == "new"
+    assert (rows["B1"]["upsert_source_ts"], rows["B1"]["upsert_message_id"]) == (T1, "m1")
+    assert rows["B4"]["benefit_description"] == "y"
+    assert (rows["B4"]["entry_user"], rows["B4"]["upsert_source_ts"],
+            rows["B4"]["upsert_message_id"]) == ("producer-2", T2, "m2")
+    recorded = {r["message_id"]: bytes(r["reply"]) for r in await db.fetch(
+        "SELECT message_id, reply FROM vbapi.upsert_processed_message")}
+    assert recorded["m1"] == replies[1].body and recorded["m2"] == replies[2].body
+
+
+async def test_small_batches_take_at_most_group_connections_transactions_at_a_time(
+        dsn: str, db: asyncpg.Connection) -> None:
+    """Eight connections, but small batches get two turns: twelve 1-item batches at once
+    are two alone and the other ten in groups, not twelve transactions."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
+    try:
+        committer = GroupCommitter(pool, connections=8, max_batches=32, group_connections=2)
+        batches = [prepare(samples.BENEFIT_PATH, [samples.benefit(f"S{i}")],
+                           message_id=f"s{i}") for i in range(12)]
+        replies = await asyncio.gather(*(committer.commit(b, render) for b in batches))
+    finally:
+        await pool.close()
+    assert all(answers(r) == [(201, "Created")] for r in replies)
+    assert len(await transactions_of(db, [f"s{i}" for i in range(12)])) <= 4

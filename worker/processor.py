@@ -135,7 +135,8 @@ class Processor:
         committer = self._committers.get(name)
         if committer is None or committer.pool is not pool:  # none yet, or a reopened pool
             db = self.settings.databases[name]
-            committer = GroupCommitter(pool, db.pool_max_size, db.group_max_batches)
+            committer = GroupCommitter(pool, db.pool_max_size, db.group_max_batches,
+                                        db.group_connections)
             self._committers[name] = committer
         return committer
 

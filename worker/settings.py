@@ -64,6 +64,9 @@ class DatabaseSettings(BaseModel):
     # most this many in one transaction, each with its own answers, reply and record
     # (worker/grouping.py); 1 writes every batch in a transaction of its own.
     group_max_batches: int = Field(default=32, ge=1)
+    # Small batches (up to 100 rows) are written by at most this many transactions at a
+    # time; the others wait for a turn and go in groups.  Larger batches use the whole pool.
+    group_connections: int = Field(default=2, ge=1)
 
 
 def _default_databases() -> dict[str, DatabaseSettings]:

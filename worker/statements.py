@@ -38,6 +38,7 @@ class EntityStatements:
     fields: tuple[str, ...]          # JSON names of the columns written, in this order
     upsert: str                      # args: rows (JSON array text), user_id, source_ts,
                                      # message_id
+    upsert_rows: str                 # args: rows, each with its own ROW_* columns
     parent_fields: tuple[str, ...]
     missing_parents: str | None      # args: one array per parent field
 
@@ -45,36 +46,6 @@ class EntityStatements:
 @cache
 def statements_for(entity: Entity) -> EntityStatements:
     fields = tuple(f.name for f in entity.fields)
-    user, source_ts, message_id = "$2", "$3", "$4"
-    columns = [f.column for f in entity.fields]
-    # The row set's columns are the JSON names, quoted, so the objects are read as they are;
-    # a key an item left out reads as NULL.
-    record_columns = ", ".join(f'"{f.name}" {_ARRAY_TYPES[f.kind].removesuffix("[]")}'
-                               for f in entity.fields)
-    select = []
-    for f in entity.fields:
-        default = _AUDIT_DEFAULTS.get(f.name)
-        if default is None:
-            select.append(f'i."{f.name}"')
-        else:
-            select.append(f'COALESCE(i."{f.name}", {default.replace("$user", user)})')
-    key_columns = [entity.field_named(k).column for k in entity.key]
-    updates = [f"{f.column} = EXCLUDED.{f.column}" for f in entity.fields
-               if f.name not in _CREATE_ONLY and f.name not in entity.key]
-    updates += ["upsert_source_ts = EXCLUDED.upsert_source_ts",
-                "upsert_message_id = EXCLUDED.upsert_message_id"]
-    table = qualified(entity.table)
-    # The WHERE on DO UPDATE skips rows written by a newer batch: those come back from
-    # RETURNING as nothing, which the store answers with 409.  xmax = 0 only on rows this
-    # statement inserted, which tells 201 from 200.
-    upsert = (
-        f"INSERT INTO {table} AS t ({', '.join(columns)}, upsert_source_ts, upsert_message_id)\n"
-        f"SELECT {', '.join(select)}, {source_ts}::timestamptz, {message_id}::text\n"
-        f"FROM json_to_recordset($1::json) AS i({record_columns})\n"
-        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}\n"
-        f"WHERE t.upsert_source_ts IS NULL OR t.upsert_source_ts <= EXCLUDED.upsert_source_ts\n"
-        f"RETURNING {', '.join(f't.{c}' for c in key_columns)}, (t.xmax = 0) AS inserted"
-    )
     missing = None
     parent_fields: tuple[str, ...] = ()
     if entity.parent is not None:
@@ -88,8 +59,57 @@ def statements_for(entity: Entity) -> EntityStatements:
             f"FROM unnest({args}) AS k({', '.join(parent_cols)}) "
             f"WHERE NOT EXISTS (SELECT 1 FROM {qualified(entity.parent.table)} p WHERE {match})"
         )
-    return EntityStatements(fields=fields, upsert=upsert, parent_fields=parent_fields,
-                            missing_parents=missing)
+    return EntityStatements(fields=fields, upsert=_upsert(entity, per_row=False),
+                            upsert_rows=_upsert(entity, per_row=True),
+                            parent_fields=parent_fields, missing_parents=missing)
+
+
+# The columns a row of ``upsert_rows`` carries besides the entity's fields: the batch it
+# comes from.  "$" cannot start a field's JSON name, so these never collide with one.
+ROW_USER, ROW_SOURCE_TS, ROW_MESSAGE_ID = "$user", "$ts", "$mid"
+
+
+def _upsert(entity: Entity, *, per_row: bool) -> str:
+    """INSERT ... ON CONFLICT for a JSON array of rows.  The producer, timestamp and
+    message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` columns of each
+    row (a group of batches written in one statement, worker/grouping.py)."""
+    if per_row:
+        user, source_ts, message_id = (f'i."{c}"' for c in (ROW_USER, ROW_SOURCE_TS,
+                                                             ROW_MESSAGE_ID))
+    else:
+        user, source_ts, message_id = "$2", "$3", "$4"
+    columns = [f.column for f in entity.fields]
+    # The row set's columns are the JSON names, quoted, so the objects are read as they are;
+    # a key an item left out reads as NULL.
+    record_columns = [f'"{f.name}" {_ARRAY_TYPES[f.kind].removesuffix("[]")}'
+                      for f in entity.fields]
+    if per_row:
+        record_columns += [f'"{ROW_USER}" text', f'"{ROW_SOURCE_TS}" timestamptz',
+                           f'"{ROW_MESSAGE_ID}" text']
+    select = []
+    for f in entity.fields:
+        default = _AUDIT_DEFAULTS.get(f.name)
+        if default is None:
+            select.append(f'i."{f.name}"')
+        else:
+            select.append(f'COALESCE(i."{f.name}", {default.replace("$user", user)})')
+    key_columns = [entity.field_named(k).column for k in entity.key]
+    updates = [f"{f.column} = EXCLUDED.{f.column}" for f in entity.fields
+               if f.name not in _CREATE_ONLY and f.name not in entity.key]
+    updates += ["upsert_source_ts = EXCLUDED.upsert_source_ts",
+                "upsert_message_id = EXCLUDED.upsert_message_id"]
+    # The WHERE on DO UPDATE skips rows written by a newer batch: those come back from
+    # RETURNING as nothing, which the store answers with 409.  xmax = 0 only on rows this
+    # statement inserted, which tells 201 from 200.
+    return (
+        f"INSERT INTO {qualified(entity.table)} AS t "
+        f"({', '.join(columns)}, upsert_source_ts, upsert_message_id)\n"
+        f"SELECT {', '.join(select)}, {source_ts}::timestamptz, {message_id}::text\n"
+        f"FROM json_to_recordset($1::json) AS i({', '.join(record_columns)})\n"
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}\n"
+        f"WHERE t.upsert_source_ts IS NULL OR t.upsert_source_ts <= EXCLUDED.upsert_source_ts\n"
+        f"RETURNING {', '.join(f't.{c}' for c in key_columns)}, (t.xmax = 0) AS inserted"
+    )
 
 
 @cache
@@ -115,6 +135,13 @@ PROCESSED_ANY = (f"SELECT EXISTS (SELECT 1 FROM {PROCESSED_TABLE} "
 PROCESSED_RECORD = (
     f"INSERT INTO {PROCESSED_TABLE} (message_id, status, reply) VALUES ($1, $2, $3) "
     f"ON CONFLICT (message_id) DO NOTHING RETURNING 1"
+)
+# The records of a group of batches in one statement (args: ids, statuses, replies);
+# returns the ids it recorded, as PROCESSED_RECORD does for one.
+PROCESSED_RECORD_MANY = (
+    f"INSERT INTO {PROCESSED_TABLE} (message_id, status, reply) "
+    f"SELECT * FROM unnest($1::text[], $2::integer[], $3::bytea[]) "
+    f"ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 )
 # args: retention interval, chunk size.  SKIP LOCKED: two workers cleaning at once share
 # the work instead of waiting on each other.

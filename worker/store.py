@@ -253,7 +253,7 @@ async def write_rows(conn: asyncpg.Connection, batch: Batch, *, isolate: bool) -
         if not errors.is_item_error(e):
             raise
         raise _IsolateItems from e
-    _answer_groups(batch, groups, returned)
+    answer_groups(batch, groups, returned)
 
 
 Row = tuple[int, dict[str, Any]]
@@ -262,17 +262,30 @@ Row = tuple[int, dict[str, Any]]
 async def _without_missing_parents(conn: asyncpg.Connection, batch: Batch,
                                    statements: EntityStatements) -> list[Row]:
     """Answer 404 for items whose parent record is missing; return the others."""
+    missing = await missing_parents(conn, statements, [batch])
+    return answer_missing_parents(batch, statements, missing)
+
+
+async def missing_parents(conn: asyncpg.Connection, statements: EntityStatements,
+                          batches: Sequence[Batch]) -> set[Key]:
+    """The parent keys the batches' rows point at that have no parent record: one query."""
     if statements.missing_parents is None:
-        return batch.rows
+        return set()
     fields = statements.parent_fields
-    wanted = {tuple(map(row.get, fields)) for _, row in batch.rows}
+    wanted = {tuple(map(row.get, fields)) for batch in batches for _, row in batch.rows}
     wanted = {k for k in wanted if None not in k}
     if not wanted:
-        return batch.rows
+        return set()
     columns = list(zip(*wanted, strict=True))
-    missing = {tuple(r) for r in await conn.fetch(statements.missing_parents, *columns)}
+    return {tuple(r) for r in await conn.fetch(statements.missing_parents, *columns)}
+
+
+def answer_missing_parents(batch: Batch, statements: EntityStatements,
+                           missing: set[Key]) -> list[Row]:
+    """Answer 404 for the batch's items whose parent key is ``missing``; return the others."""
     if not missing:
         return batch.rows
+    fields = statements.parent_fields
     parent = batch.entity.parent
     assert parent is not None
     kept = []
@@ -314,16 +327,24 @@ def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> li
 async def _upsert(conn: asyncpg.Connection, batch: Batch, statements: EntityStatements,
                   groups: Sequence[KeyGroup]) -> dict[Key, bool]:
     """One INSERT ... ON CONFLICT for all groups: key -> inserted, for rows it wrote."""
+    return await upsert_json(conn, statements.upsert, [g.row for g in groups],
+                             batch.user_id, batch.source_ts, batch.message_id)
+
+
+async def upsert_json(conn: asyncpg.Connection, statement: str, rows: list[dict[str, Any]],
+                      *args: Any) -> dict[Key, bool]:
+    """Run an upsert statement over ``rows`` sent as one JSON array: key -> inserted."""
     try:
-        rows = orjson.dumps([g.row for g in groups]).decode()
+        text = orjson.dumps(rows).decode()
     except orjson.JSONEncodeError as e:  # e.g. a lone surrogate: the item's own fault
         raise asyncpg.DataError(f"invalid value: {e}") from e
-    records = await conn.fetch(statements.upsert, rows, batch.user_id, batch.source_ts,
-                               batch.message_id)
+    records = await conn.fetch(statement, text, *args)
     return {tuple(r)[:-1]: r["inserted"] for r in records}
 
 
-def _answer_groups(batch: Batch, groups: Sequence[KeyGroup], returned: dict[Key, bool]) -> None:
+def answer_groups(batch: Batch, groups: Sequence[KeyGroup],
+                  returned: dict[Key, bool]) -> None:
+    """201/200 for the items of the groups the upsert wrote, 409 for the others."""
     for group in groups:
         inserted = returned.get(group.key)
         if inserted is None:
@@ -364,7 +385,7 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, statements: EntityStat
                     batch.answer(index, status, body)
                 return False
         else:
-            _answer_groups(batch, groups, returned)
+            answer_groups(batch, groups, returned)
             return True
     middle = len(groups) // 2
     left_whole = await _bisect(conn, batch, statements, groups[:middle])
