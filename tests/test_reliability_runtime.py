@@ -250,7 +250,10 @@ async def test_shutdown_finishes_batches_in_flight_and_takes_no_new_ones(
             in_flight = [await producer.send(samples.ARMOR_PATH,
                                               [samples.armor(1, ex_Code=f"E{i}")])
                          for i in range(3)]
-            await wait_until(lambda: _waiting(db, 3), timeout_s=10)
+            # Two wait on the row lock (small batches get two transactions at a time),
+            # the third in the worker's group queue: all three delivered, none answered.
+            await wait_until(lambda: _waiting(db, 2), timeout_s=10)
+            await wait_until(lambda: _ready(vhost, 0), timeout_s=10)
             worker.stopping.set()
             await wait_until(lambda: not worker.consuming, timeout_s=5)
             late = await producer.send(samples.ARMOR_PATH, [samples.armor(2)])
@@ -265,6 +268,10 @@ async def test_shutdown_finishes_batches_in_flight_and_takes_no_new_ones(
 
 async def _waiting(db: asyncpg.Connection, n: int) -> bool:
     return await lock_waiters(db) >= n
+
+
+async def _ready(vhost: str, n: int) -> bool:
+    return await queue_depth(vhost, REQUEST_QUEUE) == n
 
 
 async def test_shutdown_hands_back_what_does_not_finish_within_grace(
