@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.cpu import CpuMeter
 from bench.data import Keys, item
 from bench.load import Loops, Run
 from schemas.benefit import BENEFIT
@@ -64,7 +65,10 @@ async def raw_ceiling(dsn: str, work: Sequence[list[Record]], concurrency: int, 
 
         loops = Loops(write)
         split = len(work) // 2
+        meter = CpuMeter()
+        meter.start()
         closed = await loops.closed(work[:split], concurrency, max_s)
+        closed.cpu = meter.stop(closed.batches * len(work[0]))
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
         opened = await loops.open(work[split:], half_rate, latency_s)
         return closed, opened

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from bench.cpu import CpuSplit
 from bench.data import PATH, ROUTING_KEY
 from worker.settings import RetrySettings
 from worker.topology import REQUEST_EXCHANGE, declare_topology
@@ -28,6 +29,8 @@ class Run:
     batches: int
     elapsed_s: float
     latencies_s: list[float] = field(default_factory=list)
+    # CPU per item by process group over the loop, where it was measured.
+    cpu: CpuSplit | None = None
 
     def per_s(self, count: int) -> float:
         return count / self.elapsed_s if self.elapsed_s > 0 else 0.0

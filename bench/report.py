@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import CpuSplit
+
 BEGIN = "<!-- BENCH:BEGIN (written by python -m bench; edits inside are overwritten) -->"
 END = "<!-- BENCH:END -->"
 SOAK_BEGIN = "<!-- SOAK:BEGIN (written by python -m bench --soak) -->"
@@ -28,6 +30,7 @@ class Row:
     vs_ceiling: float | None = None
     vs_naive: float | None = None
     vs_clean: float | None = None
+    cpu: CpuSplit | None = None
 
 
 @dataclass
@@ -57,7 +60,9 @@ class Results:
         return None
 
     def as_json(self) -> dict[str, Any]:
-        return {"context": self.context, "rows": [asdict(r) for r in self.rows],
+        rows = [{**asdict(r), "cpu": {**asdict(r.cpu), "total": r.cpu.total} if r.cpu else None}
+                for r in self.rows]
+        return {"context": self.context, "rows": rows,
                 "targets": [{**asdict(t), "met": t.met} for t in self.targets],
                 "notes": self.notes}
 
@@ -84,6 +89,20 @@ def table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: Results) -> str:
+    """CPU per item by process group, for the rows that measured it."""
+    lines = ["| contender | items/batch | consumer | PostgreSQL | RabbitMQ | load/client "
+             "| total | cores busy |", "|" + "---|" * 8]
+    for r in results.rows:
+        c = r.cpu
+        if c is None:
+            continue
+        lines.append(f"| {r.name} | {r.size:,} | {c.consumer:,.1f} | {c.postgres:,.1f} "
+                     f"| {c.rabbitmq:,.1f} | {c.load:,.1f} | {c.total:,.1f} "
+                     f"| {c.cores_busy:.2f} |")
+    return "\n".join(lines)
+
+
 def verdicts(results: Results) -> str:
     lines = ["| target | measured | bound | met |", "|---|---|---|---|"]
     for t in results.targets:
@@ -95,7 +114,9 @@ def verdicts(results: Results) -> str:
 
 def render(results: Results) -> str:
     context = ", ".join(f"{k}: {v}" for k, v in results.context.items())
-    parts = [f"Run: {context}.", "", table(results), "", "Targets:", "", verdicts(results)]
+    parts = [f"Run: {context}.", "", table(results), "",
+             "CPU per item (microseconds, closed loops), by process:", "", cpu_table(results),
+             "", "Targets:", "", verdicts(results)]
     if results.notes:
         parts += ["", *[f"- {n}" for n in results.notes]]
     return "\n".join(parts)

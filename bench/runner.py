@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 
 from bench import ceiling
+from bench.cpu import CpuMeter
 from bench.data import Keys, make_batches, seed_parents
 from bench.load import Loops, Producer, Run, percentile
 from bench.report import Results, Row, Target
@@ -76,7 +77,7 @@ def _row(name: str, size: int, closed: Run, opened: Run | None,
                batches_per_s=closed.per_s(closed.batches),
                p50_ms=_ms(percentile(opened.latencies_s, 0.5)) if opened else None,
                p99_ms=_ms(percentile(opened.latencies_s, 0.99)) if opened else None,
-               peak_mb=_mb(peak_kib) if peak_kib else None)
+               peak_mb=_mb(peak_kib) if peak_kib else None, cpu=closed.cpu)
 
 
 class Bench:
@@ -191,7 +192,10 @@ class Bench:
         for p in (process, also):
             if p is not None:
                 p.reset_peak_memory()
+        meter = CpuMeter([p.pid for p in (process, also) if p is not None])
+        meter.start()
         closed = await loops.closed(work.bodies, window, plan.max_s)
+        closed.cpu = meter.stop(closed.batches * size)
         del work
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
         count = max(1, min(plan.max_batches, int(half_rate * plan.latency_s)))
@@ -251,6 +255,7 @@ class Bench:
                                     worker_big.items_per_s / ceiling_big.items_per_s, 0.7, True))
             r.targets.append(Target(f"{big:,}-item batches: worker / naive peer",
                                     worker_big.items_per_s / naive_big.items_per_s, 2.0, True))
+            self._cpu_notes(worker_big, ceiling_big, naive_big)
         for size in sizes:
             bad = r.find(WORKER_BAD, size)
             if bad is not None and bad.vs_clean is not None:
@@ -269,6 +274,27 @@ class Bench:
         if peaks:
             r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
                                     max(peaks), 250, False))
+
+
+    def _cpu_notes(self, worker: Row, ceiling_row: Row, naive: Row) -> None:
+        """What the measured CPU per item says the 1,000-item ratios can be on this machine:
+        with its cores saturated, rates go as the inverse of all CPU spent per item."""
+        w, c, n = worker.cpu, ceiling_row.cpu, naive.cpu
+        if w is None or c is None or n is None or w.total <= 0:
+            return
+        others = w.postgres + w.rabbitmq + w.load
+        notes = self.results.notes
+        notes.append(
+            f"{worker.size:,}-item batches, CPU per item: the ceiling spends {c.total:.1f} us "
+            f"in all; the worker's path spends {w.total:.1f} us, of which {others:.1f} us "
+            f"outside the worker (PostgreSQL {w.postgres:.1f}, RabbitMQ {w.rabbitmq:.1f}, "
+            f"load generator {w.load:.1f}). A worker costing no CPU at all would reach about "
+            f"{c.total / others:.2f}x the ceiling; 0.7x leaves the worker "
+            f"{max(c.total / 0.7 - others, 0):.1f} us per item (it spends {w.consumer:.1f}).")
+        notes.append(
+            f"2x the naive peer means {n.total / 2:.1f} us per item in all (half the peer's "
+            f"{n.total:.1f}), against {others:.1f} us that the worker's path spends outside "
+            f"the worker.")
 
 
 async def _seed(dsn: str) -> None:

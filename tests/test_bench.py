@@ -50,9 +50,16 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
             assert 10 < row["peak_mb"] < 4096, row
         if name in (WORKER, WORKER_BAD, TWO_WORKERS):
             assert row["vs_ceiling"] > 0 and row["vs_naive"] > 0, row
+    # CPU per item by process, measured around every closed loop but the commit ceiling's
+    # (clock ticks are coarse on loops this short: some parts may read 0).
+    measured = [row["cpu"] for (name, _), row in rows.items() if name != COMMIT]
+    assert all(c is not None and c["total"] >= 0 for c in measured)
+    assert sum(c["total"] for c in measured) > 0
+    assert any("A worker costing no CPU at all" in note for note in results["notes"])
     # Every target of the issue is judged, whatever the verdict on tiny sizes.
     assert len(results["targets"]) == 5 + len(QUICK.sizes)
 
     text = output.read_text()
     assert text.startswith("# Benchmarks\n\nText around the markers is kept.\n")
     assert BEGIN in text and END in text and "| worker |" in text
+    assert "CPU per item (microseconds" in text
