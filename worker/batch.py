@@ -233,6 +233,15 @@ def validate_items(entity: Entity, model: EntityModel, body: bytes, params: dict
                   ids=[], outcomes=[None] * len(rows))
     check_nul = b"\\u0000" in body
     datetime_fields = [f.name for f in entity.fields if f.kind is Kind.DATETIME]
+    if not failed and not check_nul and not entity.bindings:
+        # The usual batch, every item valid: the same steps as below, without the calls
+        # that cannot find anything.  Key values of valid items are text or int32.
+        for row in rows:
+            _assume_utc(row, datetime_fields)
+        key = entity.key
+        batch.ids = [[{"key": k, "value": row[k]} for k in key] for row in rows]
+        batch.rows = list(enumerate(rows))
+        return batch
     for index, row in enumerate(rows):
         problems = failed.get(index)
         if problems is None:

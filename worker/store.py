@@ -57,7 +57,7 @@ CONFLICT_BACKOFF_S = 0.05
 EXPIRE_CHUNK_ROWS = 5000
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyGroup:
     """All valid items of one key, in request order, and the row that is written for them."""
 
@@ -310,6 +310,14 @@ def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> li
     by one would leave, but the first item's entry_* fields, which an update never changes.
     Groups come sorted by key, so concurrent batches lock rows in one global order."""
     key_fields = batch.entity.key
+    if len(key_fields) == 1:
+        (name,) = key_fields
+        keys = [(row[name],) for _, row in rows]
+    else:
+        keys = [tuple(map(row.__getitem__, key_fields)) for _, row in rows]
+    if len(set(keys)) == len(keys):  # the usual batch: no key twice, a group per item
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
     groups: dict[Key, KeyGroup] = {}
     for index, row in rows:
         key = tuple(map(row.__getitem__, key_fields))  # per item: the cheapest spelling
