@@ -1,8 +1,9 @@
 """Strict pydantic validators derived from the entity declarations.
 
 One ``TypeAdapter`` per entity validates a whole JSON body in one call (``validate_json``)
-into plain dicts keyed by the canonical JSON names; a second one validates a single item,
-for the slower path that handles case-insensitive names.
+into plain dicts keyed by the canonical JSON names, handing back each item that fails as
+:class:`Unvalidated` instead of failing the body; a second one validates a single item,
+for the slower path that names each offending field and matches names case-insensitively.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired, Required
 
-from pydantic import ConfigDict, StringConstraints, TypeAdapter
+from pydantic import ConfigDict, PlainValidator, StringConstraints, TypeAdapter
 from pydantic import Field as PydanticField
 from typing_extensions import TypedDict
 
@@ -41,11 +42,21 @@ def _python_type(field: Field) -> Any:
     return Required[base] if field.required else NotRequired[base]
 
 
+class Unvalidated:
+    """An item of a body that did not validate as it stands, as it was sent."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 @dataclass(frozen=True)
 class EntityModel:
     """The validators of one entity."""
 
-    batch: TypeAdapter[list[dict[str, Any]]]
+    # A JSON array of items -> per item its validated dict, or Unvalidated.
+    batch: TypeAdapter[list[dict[str, Any] | Unvalidated]]
     item: TypeAdapter[dict[str, Any]]
     # lower-cased JSON name -> canonical JSON name, for case-insensitive matching
     canonical: dict[str, str]
@@ -56,7 +67,12 @@ def build_model(entity: Entity) -> EntityModel:
     # Built at run time from the declaration, so mypy cannot see its fields: Any.
     item_type: Any = TypedDict(entity.name, annotations, total=False)  # type: ignore[misc]
     setattr(item_type, "__pydantic_config__", _CONFIG)  # noqa: B010 (mypy sees no such attr)
-    batch_type: Any = list[item_type]
+    # Left to right: an item is tried as the entity first; only one that fails becomes
+    # Unvalidated (a Python call for bad items only).  A whole body costs one pass, good
+    # or bad, where failing and validating again cost three.
+    item_or_unvalidated: Any = Annotated[item_type | Annotated[Any, PlainValidator(Unvalidated)],
+                                         PydanticField(union_mode="left_to_right")]
+    batch_type: Any = list[item_or_unvalidated]
     return EntityModel(
         batch=TypeAdapter(batch_type),
         item=TypeAdapter(item_type),  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from schemas.entity import Entity, Kind
-from schemas.models import EntityModel, build_model
+from schemas.models import EntityModel, Unvalidated, build_model
 from schemas.registry import Registry, Route
 from worker import errors
 from worker.settings import Settings
@@ -216,44 +216,43 @@ def validate_items(entity: Entity, model: EntityModel, body: bytes, params: dict
                    message_id: str | None, source_ts: dt.datetime) -> Batch:
     """Validate the JSON body item by item into a :class:`Batch`.
 
-    The fast path validates the whole body in one pydantic call.  Only when some item
-    fails does the slow path run, and then per item only for the failing ones.
+    The whole body is validated in one pydantic call; only the items that fail it are
+    looked at again, one by one, to name each offending field.
     """
     refuse_too_many_items(entity, body, max_items)
     try:
         rows: list[Any] = model.batch.validate_json(body)
-        failed: dict[int, list[str]] = {}
-    except ValidationError as e:
-        rows, failed = _validate_slowly(model, body, e, max_items)
+    except ValidationError as e:  # items never fail the body: the body itself is wrong
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            raise errors.MalformedMessage(
+                f"body is not valid JSON: {e.errors()[0]['msg']}") from e
+        raise errors.MalformedMessage("body must be a JSON array of items") from e
     if len(rows) > max_items:
         raise errors.TooLarge(f"{len(rows)} items is over the limit of {max_items}")
 
+    failed = _validate_failures(model, rows)
     batch = Batch(entity=entity, database=database, path=path, user_id=user_id,
                   message_id=message_id, source_ts=source_ts,
                   ids=[], outcomes=[None] * len(rows))
     check_nul = b"\\u0000" in body
     datetime_fields = [f.name for f in entity.fields if f.kind is Kind.DATETIME]
-    if not failed and not check_nul and not entity.bindings:
-        # The usual batch, every item valid: the same steps as below, without the calls
-        # that cannot find anything.  Key values of valid items are text or int32.
-        for row in rows:
-            _assume_utc(row, datetime_fields)
-        key = entity.key
-        batch.ids = [[{"key": k, "value": row[k]} for k in key] for row in rows]
-        batch.rows = list(enumerate(rows))
-        return batch
+    checked = check_nul or bool(entity.bindings)
+    key = entity.key
     for index, row in enumerate(rows):
         problems = failed.get(index)
         if problems is None:
             _assume_utc(row, datetime_fields)
-            problems = _binding_problems(entity, row, params)
-            if check_nul:
-                problems += _nul_problems(row)
+            if checked:
+                problems = _binding_problems(entity, row, params)
+                if check_nul:
+                    problems += _nul_problems(row)
+            if not problems:
+                # A valid item's key values are text or int32: echoed as they are.
+                batch.ids.append([{"key": k, "value": row[k]} for k in key])
+                batch.rows.append((index, row))
+                continue
         batch.ids.append(_item_id(entity, row))
-        if problems:
-            batch.answer(index, 400, "; ".join(problems))
-        else:
-            batch.rows.append((index, row))
+        batch.answer(index, 400, "; ".join(problems))
     return batch
 
 
@@ -301,34 +300,18 @@ def refuse_too_many_items(entity: Entity, body: bytes, max_items: int) -> None:
                               f"{max_items} items of {len(entity.fields)} fields")
 
 
-def _validate_slowly(model: EntityModel, body: bytes, error: ValidationError,
-                     max_items: int) -> tuple[list[Any], dict[int, list[str]]]:
-    """Per-item answers after the fast path failed.
-
-    Returns every item (validated dicts for good ones, raw ones for bad) and the problems
-    of the bad ones.  Names are matched case-insensitively here, as the original API does.
-    """
-    for err in error.errors():
-        if not err["loc"]:
-            if err["type"] == "json_invalid":
-                raise errors.MalformedMessage(f"body is not valid JSON: {err['msg']}") from error
-            raise errors.MalformedMessage("body must be a JSON array of items") from error
-    items = pydantic_core.from_json(body)
-    if len(items) > max_items:
-        raise errors.TooLarge(f"{len(items)} items is over the limit of {max_items}")
-    bad = {int(err["loc"][0]) for err in error.errors()}
-    good = [i for i in range(len(items)) if i not in bad]
-    validated = model.batch.validate_json(pydantic_core.to_json([items[i] for i in good]))
-    rows: list[Any] = list(items)
-    for i, row in zip(good, validated, strict=True):
-        rows[i] = row
+def _validate_failures(model: EntityModel, rows: list[Any]) -> dict[int, list[str]]:
+    """Validate the items that failed the body's validation again, one by one, names
+    matched case-insensitively as the original API does.  Each is replaced in ``rows`` by
+    its validated dict (when only its names' case was off) or by the item as sent; returns
+    the problems of those that still fail, by index."""
     failed: dict[int, list[str]] = {}
-    for i in sorted(bad):
-        row, problems = _validate_one(model, items[i])
-        rows[i] = row
-        if problems:
-            failed[i] = problems
-    return rows, failed
+    for index, row in enumerate(rows):
+        if isinstance(row, Unvalidated):
+            rows[index], problems = _validate_one(model, row.value)
+            if problems:
+                failed[index] = problems
+    return failed
 
 
 def _validate_one(model: EntityModel, item: Any) -> tuple[Any, list[str]]:
