@@ -290,7 +290,7 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
     assert parent is not None
     kept = []
     for index, row in batch.rows:
-        key = tuple(row.get(f) for f in fields)
+        key = tuple(map(row.get, fields))
         if key in missing:
             shown = ", ".join(f"{f}={_show(v)}" for f, v in zip(fields, key, strict=True))
             batch.answer(index, 404, f"parent {parent.table} not found: {shown}")
