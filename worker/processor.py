@@ -19,6 +19,7 @@ from schemas.registry import Registry, default_registry
 from worker import errors
 from worker import metrics as m
 from worker.batch import Batch, Request, Validators, prepare_batch
+from worker.budget import ByteBudget
 from worker.grouping import GroupCommitter
 from worker.migrations import migrate
 from worker.replies import MULTI_STATUS, batch_reply, item_counts, problem_reply
@@ -56,6 +57,7 @@ class Processor:
         self.databases = databases or Databases(settings)
         self.registry = registry or default_registry()
         self.validators = Validators(self.registry)
+        self.budget = ByteBudget(settings.limits.max_bytes_in_progress)
         self._committers: dict[str, GroupCommitter] = {}
         # Databases whose schema this process has brought up to date.  One that was down
         # when the worker started is migrated before its first batch, once it answers.
@@ -65,6 +67,11 @@ class Processor:
     async def process(self, request: Request, received_at: dt.datetime,
                       activity_id: str) -> Outcome:
         """Answer the request, writing its valid items.  Raises TransientFailure."""
+        async with self.budget.hold(len(request.body)):
+            return await self._process(request, received_at, activity_id)
+
+    async def _process(self, request: Request, received_at: dt.datetime,
+                       activity_id: str) -> Outcome:
         try:
             batch = prepare_batch(request, self.settings, self.validators, received_at)
         except errors.MessageRejected as e:
