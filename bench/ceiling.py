@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -52,9 +52,11 @@ async def _stage(conn: asyncpg.Connection) -> None:
                        f"(LIKE vbapi.benefit) ON COMMIT DELETE ROWS")
 
 
-async def raw_ceiling(dsn: str, work: Sequence[list[Record]], concurrency: int, max_s: float,
-                      latency_s: float) -> tuple[Run, Run]:
-    """(closed loop at ``concurrency`` connections, open loop at half its rate)."""
+async def raw_ceiling(dsn: str, make_work: Callable[[], Sequence[list[Record]]],
+                      concurrency: int, max_s: float, latency_s: float,
+                      repeats: int = 1) -> tuple[Run, Run]:
+    """(the best of ``repeats`` closed loops at ``concurrency`` connections, an open loop at
+    half its rate), each on fresh rows from ``make_work``."""
     pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency,
                                      init=_stage)
     try:
@@ -64,13 +66,18 @@ async def raw_ceiling(dsn: str, work: Sequence[list[Record]], concurrency: int, 
                 await conn.execute(MOVE)
 
         loops = Loops(write)
-        split = len(work) // 2
-        meter = CpuMeter()
-        meter.start()
-        closed = await loops.closed(work[:split], concurrency, max_s)
-        closed.cpu = meter.stop(closed.batches * len(work[0]))
+        closed: Run | None = None
+        for _ in range(repeats):
+            work = make_work()
+            meter = CpuMeter()
+            meter.start()
+            run = await loops.closed(work, concurrency, max_s)
+            run.cpu = meter.stop(run.batches * len(work[0]))
+            if closed is None or run.per_s(run.batches) > closed.per_s(closed.batches):
+                closed = run
+        assert closed is not None
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
-        opened = await loops.open(work[split:], half_rate, latency_s)
+        opened = await loops.open(make_work(), half_rate, latency_s)
         return closed, opened
     finally:
         await pool.close()

@@ -52,11 +52,14 @@ class Plan:
     item_budget: int = 150_000
     max_batches: int = 15_000
     scaling_size: int = 1000
+    # Closed loops per row, the fastest kept: other processes on a small shared machine
+    # only ever slow a loop down, and they do so for every contender alike.
+    repeats: int = 2
     quick: bool = False
 
 
 QUICK = Plan(sizes=(1, 10, 100, 500), max_s=0.5, latency_s=0.5, item_budget=2_000,
-             max_batches=200, scaling_size=100, quick=True)
+             max_batches=200, scaling_size=100, repeats=1, quick=True)
 
 
 def _batches_for(plan: Plan, size: int, window: int) -> int:
@@ -126,9 +129,9 @@ class Bench:
             self._add(_row(COMMIT, 1, commit, None))
             for size in plan.sizes:
                 count = _batches_for(plan, size, self.db_concurrency)
-                work = ceiling.records(self.keys, size, count)
                 closed, opened = await ceiling.raw_ceiling(
-                    dsn, work, self.db_concurrency, plan.max_s, plan.latency_s)
+                    dsn, lambda: ceiling.records(self.keys, size, count),  # noqa: B023
+                    self.db_concurrency, plan.max_s, plan.latency_s, plan.repeats)
                 self._add(_row(CEILING, size, closed, opened))
 
     # -- the broker alone ----------------------------------------------------------------
@@ -187,16 +190,21 @@ class Bench:
         warmup = make_batches(self.keys, size, 2, bad=bad)
         loops = Loops(producer.call)
         await loops.closed(warmup.bodies, 2, 60)
-        work = make_batches(self.keys, size, _batches_for(plan, size, window), bad=bad)
         producer.reset()
         for p in (process, also):
             if p is not None:
                 p.reset_peak_memory()
-        meter = CpuMeter([p.pid for p in (process, also) if p is not None])
-        meter.start()
-        closed = await loops.closed(work.bodies, window, plan.max_s)
-        closed.cpu = meter.stop(closed.batches * size)
-        del work
+        closed: Run | None = None
+        for _ in range(plan.repeats):
+            work = make_batches(self.keys, size, _batches_for(plan, size, window), bad=bad)
+            meter = CpuMeter([p.pid for p in (process, also) if p is not None])
+            meter.start()
+            run = await loops.closed(work.bodies, window, plan.max_s)
+            run.cpu = meter.stop(run.batches * size)
+            del work
+            if closed is None or run.per_s(run.batches) > closed.per_s(closed.batches):
+                closed = run
+        assert closed is not None
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
         count = max(1, min(plan.max_batches, int(half_rate * plan.latency_s)))
         opened_work = make_batches(self.keys, size, count, bad=bad)
