@@ -17,7 +17,9 @@ import asyncpg
 from bench.cpu import CpuMeter
 from bench.data import Keys, item
 from bench.load import Loops, Run
-from schemas.benefit import BENEFIT
+from schemas.registry import default_registry
+
+BENEFIT = default_registry().by_name("Benefit")
 
 _STAGE = "bench_stage"
 COLUMNS = [f.column for f in BENEFIT.fields] + ["upsert_source_ts", "upsert_message_id"]

@@ -1,5 +1,6 @@
 """The rows every contender writes: Benefit items, clean or with 1% invalid and 1% missing
-parents, under keys that never repeat within a run (so every write is a create)."""
+parents, under keys that never repeat within a run (so every write is a create); and for
+the worker alone, items of the widest entity with every field set."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from schemas.registry import default_registry
+from schemas.samples import Parents, make_item, path_for
 
 PATH = "/benefits-batch"
 ROUTING_KEY = "Benefit"
@@ -93,3 +97,30 @@ async def seed_parents(conn: Any) -> None:
     await conn.executemany(
         "INSERT INTO vbapi.benefit_category (benefit_category) VALUES ($1) "
         "ON CONFLICT DO NOTHING", parent_rows())
+
+
+# The widest entity of the API: 655 fields.
+WIDEST = "ClaimBatch"
+
+
+class WideItems:
+    """Items of the widest entity, every field set, all under one batch number (whose
+    parents exist) and each with its own claim number."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.entity = default_registry().by_name(WIDEST)
+        self.base = make_item(self.entity, 7)
+        self.path = path_for(self.entity, self.base)
+
+    def make_batches(self, size: int, count: int) -> Batches:
+        items = [[{**self.base, "batch_Claim": self.keys.take()} for _ in range(size)]
+                 for _ in range(count)]
+        return Batches(size, items, [orjson.dumps(b) for b in items])
+
+    async def seed_parents(self, conn: Any) -> None:
+        parents = Parents(default_registry())
+        parents.need(self.entity, self.base)
+        async with conn.transaction():
+            for statement, values in parents.take():
+                await conn.execute(statement, *values)

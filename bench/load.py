@@ -92,9 +92,12 @@ class Loops(Generic[T]):
 class Producer:
     """Publishes batches to ``vbapi`` as a producer would and waits for each reply."""
 
-    def __init__(self, url: str, database: str = "bench", timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str, database: str = "bench", timeout_s: float = 120.0, *,
+                 path: str = PATH, routing_key: str = ROUTING_KEY) -> None:
         self.url = url
         self.database = database
+        self.path = path
+        self.routing_key = routing_key
         self.timeout_s = timeout_s
         self.statuses: dict[int, int] = {}
         self.last_reply: bytes = b""
@@ -132,8 +135,8 @@ class Producer:
                 correlation_id=message_id, reply_to=self.reply_queue.name,
                 timestamp=dt.datetime.now(dt.UTC),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers={"path": PATH, "vbasoftware-database": self.database}),
-            routing_key=ROUTING_KEY)
+                headers={"path": self.path, "vbasoftware-database": self.database}),
+            routing_key=self.routing_key)
         try:
             await asyncio.wait_for(future, self.timeout_s)
         finally:

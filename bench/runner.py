@@ -18,7 +18,7 @@ import asyncpg
 
 from bench import ceiling
 from bench.cpu import CpuMeter
-from bench.data import Keys, make_batches, seed_parents
+from bench.data import WIDEST, Batches, Keys, WideItems, make_batches, seed_parents
 from bench.load import Loops, Producer, Run, percentile
 from bench.report import Results, Row, Target
 from bench.services import (
@@ -35,6 +35,7 @@ from worker.settings import Settings
 WORKER = "worker"
 WORKER_BAD = "worker, 1% bad"
 TWO_WORKERS = "2 workers"
+WIDEST_ROW = f"worker, widest entity ({WIDEST}, 655 fields)"
 NAIVE = "naive peer"
 CEILING = "raw ceiling (COPY + INSERT..SELECT)"
 COMMIT = "commit ceiling (1-row tx)"
@@ -176,18 +177,36 @@ class Bench:
                             name = WORKER_BAD if bad else WORKER
                             self._add(await self._consumer_row(name, producer, first, size,
                                                                bad=bad))
+                    await self._widest(dsn, url, first)
                     async with self._started("worker-2", command, b'"consuming"') as second:
                         self._add(await self._consumer_row(
                             TWO_WORKERS, producer, first, self.plan.scaling_size, bad=False,
                             window=2 * self.window, also=second))
 
+    async def _widest(self, dsn: str, url: str, process: Process) -> None:
+        """The widest entity (655 fields), 100-item batches, every field set."""
+        wide = WideItems(self.keys)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await wide.seed_parents(conn)
+        finally:
+            await conn.close()
+        async with Producer(url, path=wide.path, routing_key=wide.entity.name) as producer:
+            self._add(await self._consumer_row(
+                WIDEST_ROW, producer, process, self.plan.sizes[1], bad=False,
+                make=wide.make_batches))
+
     async def _consumer_row(self, name: str, producer: Producer, process: Process, size: int,
                             *, bad: bool, window: int | None = None,
-                            also: Process | None = None) -> Row:
+                            also: Process | None = None,
+                            make: Callable[[int, int], Batches] | None = None) -> Row:
         """Closed loop for the maximum rate, then an open loop at half of it for latency."""
         plan = self.plan
         window = window or self.window
-        warmup = make_batches(self.keys, size, 2, bad=bad)
+        if make is None:
+            def make(size: int, count: int) -> Batches:
+                return make_batches(self.keys, size, count, bad=bad)
+        warmup = make(size, 2)
         loops = Loops(producer.call)
         await loops.closed(warmup.bodies, 2, 60)
         producer.reset()
@@ -196,7 +215,7 @@ class Bench:
                 p.reset_peak_memory()
         closed: Run | None = None
         for _ in range(plan.repeats):
-            work = make_batches(self.keys, size, _batches_for(plan, size, window), bad=bad)
+            work = make(size, _batches_for(plan, size, window))
             meter = CpuMeter([p.pid for p in (process, also) if p is not None])
             meter.start()
             run = await loops.closed(work.bodies, window, plan.max_s)
@@ -207,7 +226,7 @@ class Bench:
         assert closed is not None
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
         count = max(1, min(plan.max_batches, int(half_rate * plan.latency_s)))
-        opened_work = make_batches(self.keys, size, count, bad=bad)
+        opened_work = make(size, count)
         opened = await loops.open(opened_work.bodies, half_rate, plan.latency_s)
         peak = max(p.memory_kib()[1] for p in (process, also) if p is not None)
         if set(producer.statuses) != {207}:
@@ -234,7 +253,7 @@ class Bench:
 
     def _add(self, row: Row) -> None:
         results = self.results
-        if row.name not in (CEILING, COMMIT, BROKER):
+        if row.name not in (CEILING, COMMIT, BROKER, WIDEST_ROW):  # only like with like
             base = results.find(CEILING, row.size)
             naive = results.find(NAIVE, row.size)
             row.vs_ceiling = row.items_per_s / base.items_per_s if base else None

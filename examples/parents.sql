@@ -1,7 +1,10 @@
--- Parent records the examples refer to (the worker answers 404 for items whose parent is missing).
-INSERT INTO vbapi.benefit_category (benefit_category) VALUES ('MED') ON CONFLICT DO NOTHING;
-INSERT INTO vbapi.group_flex (group_id, plan_id, calendar_year) VALUES ('G100', 'P1', '2025')
-    ON CONFLICT DO NOTHING;
-INSERT INTO vbapi.group_division (group_id, division_id) VALUES ('G100', 'D1') ON CONFLICT DO NOTHING;
-INSERT INTO vbapi.subscriber_flex (subscriber_id, group_id, plan_id, calendar_year, effective_date)
-    VALUES ('S100', 'G100', 'P1', '2025', '2025-01-01T00:00:00Z') ON CONFLICT DO NOTHING;
+-- Parent records the examples refer to (the worker answers 404 for items whose parent is
+-- missing): each with its key and the fields its table requires, parents of parents first.
+-- Made with schemas.samples.Parents from the examples' first items.
+INSERT INTO vbapi."benefit_category" ("benefit_category") VALUES ('MED') ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."groups" ("group_id", "admin_cobra", "advice_to_pay", "apply_ex_code", "auth_not_reqd_override", "copay_max_per_date_provider", "default_process_by_disability_date", "default_roll_up_waiting_period", "disable_cobra_auto_select", "duplicate_claim_override", "individual_billing", "individual_cycle", "individual_dates", "open_closed_enrollment", "paperless", "prepaid_group", "prorate_deduction", "self_admin", "set_billing_due_date") VALUES ('G100', true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true) ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."plans" ("plan_id", "auto_create_flex", "capitated", "coins_in_to_out", "coins_out_to_in", "coins_out_to_in_limit", "context4_planpricenotgreaterbilledfg", "ded_in_to_out", "ded_out_to_in", "ded_out_to_in_limit", "family_level_co_ins", "family_level_ded", "family_level_oop", "flex_advance_fund", "ltc_apply_elimination_period", "ltc_apply_waiver_of_premium", "ltc_elimination_period_per_claim", "ltc_lifetime_max_joint_policy", "oop_in_to_out", "oop_out_to_in", "oop_out_to_in_limit", "remove_member_amount_edit", "use_cob_savings") VALUES ('P1', false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false) ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."group_flex" ("group_id", "plan_id", "calendar_year", "contribution_pct", "effective_date", "term_date") VALUES ('G100', 'P1', '2025', false, '2023-06-05T10:10:00+00:00', '2023-06-05T10:10:00+00:00') ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."group_division" ("group_id", "division_id", "auth_not_reqd_override", "cobra_division", "coe_network", "duplicate_claim_override", "exempt_federal", "exempt_medicare", "exempt_socsec", "exempt_state", "fica_employer_match", "generate_w2", "mail_to_default", "prorate_deduction", "set_paid_through", "tax_day_limit_type", "use_restricted_deductions") VALUES ('G100', 'D1', false, false, false, false, false, false, false, false, false, false, false, false, false, 1864060, false) ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."subscribers" ("subscriber_id") VALUES ('S100') ON CONFLICT DO NOTHING;
+INSERT INTO vbapi."subscriber_flex" ("subscriber_id", "group_id", "plan_id", "calendar_year", "effective_date", "auto_create_flex", "custom_election_info_only", "full_election_for_partial_year", "term_date") VALUES ('S100', 'G100', 'P1', '2025', '2025-01-01T00:00:00+00:00', false, false, false, '2022-09-02T08:22:00+00:00') ON CONFLICT DO NOTHING;

@@ -1,22 +1,27 @@
-"""Table definitions derived from the entity declarations, and the versioned migrations.
+"""The tables the declarations call for, and the SQL that makes them.  Pure: no I/O.
 
-Pure: functions here return SQL text; ``worker.migrations`` runs it.
+:func:`declared_schema` turns a registry into table and foreign-key specifications;
+``worker.migrations`` compares them with the live catalog and applies the difference.
+Every identifier is quoted: the API's field names include SQL keywords.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
-from schemas.entity import Entity, Field
+from schemas.entity import Entity, Field, Table
 from schemas.registry import Registry
 
 SCHEMA = "vbapi"
 MIGRATIONS_TABLE = f"{SCHEMA}.schema_migrations"
 ENTITIES_TABLE = f"{SCHEMA}.schema_entities"
 PROCESSED_TABLE = f"{SCHEMA}.upsert_processed_message"
+# The worker's own tables in the schema: never compared with the declarations.
+OWN_TABLES = frozenset({"schema_migrations", "schema_entities", "upsert_processed_message"})
 
 # Hand-written, append-only steps.  Entity tables are not listed here: they follow from the
-# declarations (see entity_statements) so that a new declaration needs no migration.
+# declarations (see declared_schema) so that a new declaration needs no migration.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -49,68 +54,96 @@ CREATE TABLE IF NOT EXISTS {ENTITIES_TABLE} (
 );
 """
 
+# Which batch last wrote each row (contract: lineage columns on every entity table).
+LINEAGE_COLUMNS = (("upsert_source_ts", "timestamptz"), ("upsert_message_id", "text"))
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
 
 def qualified(table: str) -> str:
-    return f"{SCHEMA}.{table}"
+    return f"{SCHEMA}.{quote(table)}"
 
 
-def _column(field: Field, *, not_null: bool) -> str:
-    return f"{field.column} {field.sql_type}" + (" NOT NULL" if not_null else "")
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    not_null: bool
 
 
-def parent_statement(entity: Entity) -> str | None:
-    """CREATE TABLE for the entity's parent: at least its key columns."""
-    if entity.parent is None:
-        return None
-    fields = [entity.field_named(name) for name in entity.parent.fields]
-    columns = ",\n    ".join(_column(f, not_null=True) for f in fields)
-    key = ", ".join(entity.parent.columns)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {qualified(entity.parent.table)} (\n"
-        f"    {columns},\n    PRIMARY KEY ({key})\n)"
-    )
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    entity: Entity | None = None
 
 
-def table_statement(entity: Entity) -> str:
-    """CREATE TABLE for the entity, with its key, lineage columns and parent foreign key."""
-    lines = [_column(f, not_null=f.required) for f in entity.fields]
-    lines += ["upsert_source_ts timestamptz", "upsert_message_id text"]
-    key_columns = ", ".join(entity.field_named(k).column for k in entity.key)
-    lines.append(f"PRIMARY KEY ({key_columns})")
-    if entity.parent is not None:
-        columns = ", ".join(entity.parent.columns)
-        lines.append(
-            f"CONSTRAINT {entity.table}_parent_fk FOREIGN KEY ({columns}) "
-            f"REFERENCES {qualified(entity.parent.table)} ({columns})"
-        )
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        # Stable and within PostgreSQL's 63 characters whatever the table names.
+        digest = hashlib.sha256(repr((self.columns, self.parent,
+                                      self.parent_columns)).encode()).hexdigest()[:10]
+        return f"{self.table[:40]}_fk_{digest}"
+
+    @property
+    def statement(self) -> str:
+        return (f"ALTER TABLE {qualified(self.table)} ADD CONSTRAINT {quote(self.name)} "
+                f"FOREIGN KEY ({_names(self.columns)}) "
+                f"REFERENCES {qualified(self.parent)} ({_names(self.parent_columns)})")
+
+
+def _names(columns: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(quote(c) for c in columns)
+
+
+def _column(field: Field, *, not_null: bool) -> Column:
+    return Column(field.column, field.sql_type, not_null)
+
+
+def entity_table(entity: Entity) -> TableSpec:
+    columns = [_column(f, not_null=f.required) for f in entity.fields]
+    columns += [Column(name, sql_type, False) for name, sql_type in LINEAGE_COLUMNS]
+    return TableSpec(entity.table, tuple(columns),
+                     tuple(f.column for f in entity.key_fields), entity)
+
+
+def key_only_table(table: Table) -> TableSpec:
+    return TableSpec(table.name, tuple(_column(f, not_null=True) for f in table.columns),
+                     table.key)
+
+
+def foreign_keys(entity: Entity) -> list[ForeignKey]:
+    return [ForeignKey(entity.table, tuple(entity.field_named(f).column for f in p.fields),
+                       p.table, tuple(p.columns)) for p in entity.parents]
+
+
+def declared_schema(registry: Registry) -> tuple[list[TableSpec], list[ForeignKey]]:
+    """Every table (key-only parent tables first) and every foreign key."""
+    tables = [key_only_table(t) for t in registry.tables]
+    tables += [entity_table(e) for e in registry.entities]
+    keys = [fk for e in registry.entities for fk in foreign_keys(e)]
+    return tables, keys
+
+
+def create_table(spec: TableSpec) -> str:
+    lines = [f"{quote(c.name)} {c.sql_type}" + (" NOT NULL" if c.not_null else "")
+             for c in spec.columns]
+    lines.append(f"PRIMARY KEY ({_names(spec.key)})")
     body = ",\n    ".join(lines)
-    return f"CREATE TABLE IF NOT EXISTS {qualified(entity.table)} (\n    {body}\n)"
+    return f"CREATE TABLE IF NOT EXISTS {qualified(spec.name)} (\n    {body}\n)"
 
 
-def column_upgrades(entity: Entity) -> list[str]:
-    """ADD COLUMN for fields declared after the table was made (added as nullable, since
-    existing rows have no value for them)."""
-    table = qualified(entity.table)
-    return [
-        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_column(f, not_null=False)}"
-        for f in entity.fields
-    ] + [
-        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS upsert_source_ts timestamptz",
-        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS upsert_message_id text",
-    ]
-
-
-def entity_statements(entity: Entity) -> list[str]:
-    """Everything that makes the entity's storage exist, idempotently."""
-    parent = parent_statement(entity)
-    return ([parent] if parent else []) + [table_statement(entity)] + column_upgrades(entity)
-
-
-def fingerprint(entity: Entity) -> str:
-    """A digest of the entity's DDL: a changed declaration has a new fingerprint."""
-    text = "\n".join(entity_statements(entity))
+def fingerprint(spec: TableSpec, keys: list[ForeignKey]) -> str:
+    """A digest of a table's declared shape: a changed declaration has a new fingerprint."""
+    text = "\n".join([create_table(spec), *(fk.statement for fk in keys)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def all_entity_statements(registry: Registry) -> list[tuple[Entity, list[str]]]:
-    return [(e, entity_statements(e)) for e in registry.entities]

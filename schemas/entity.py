@@ -1,9 +1,10 @@
-"""The declaration type for one batch endpoint of the source API.
+"""The declaration types for the batch endpoints of the source API.
 
 An :class:`Entity` says everything the worker needs to know about one "Create or Update
 Batch" endpoint: its JSON fields (names, types, lengths, nullability), its key, the path
-template and which path parameters bind to which item fields, and the parent record that
-must exist.  Validation models, SQL statements and table DDL are all derived from it
+template and which path parameters bind to which item fields, and the parent records that
+must exist.  A :class:`Table` is a parent table with no endpoint of its own (key columns
+only).  Validation models, SQL statements and table DDL are all derived from these
 elsewhere; this module is pure data and does no I/O.
 """
 
@@ -12,24 +13,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
 
 class Kind(Enum):
-    """The JSON type of a field, and with it the PostgreSQL column type."""
+    """The JSON type of a field, as the declarations spell it."""
 
-    TEXT = "text"
+    TEXT = "string"
     INTEGER = "integer"
     BOOLEAN = "boolean"
-    DECIMAL = "numeric"
-    DATETIME = "timestamptz"
+    DECIMAL = "number"
+    DATETIME = "date-time"
+    OBJECTS = "array"          # an array of JSON objects, stored as jsonb
+
+    @property
+    def sql_type(self) -> str:
+        return _SQL_TYPES[self]
+
+
+# Every kind must have its column type: a kind missing here fails at import, not at write.
+_SQL_TYPES = {Kind.TEXT: "text", Kind.INTEGER: "integer", Kind.BOOLEAN: "boolean",
+              Kind.DECIMAL: "numeric", Kind.DATETIME: "timestamptz", Kind.OBJECTS: "jsonb"}
+assert set(_SQL_TYPES) == set(Kind)
+
+# Kinds whose values are echoed in replies and compared as keys.
+KEY_KINDS = (Kind.TEXT, Kind.INTEGER, Kind.DATETIME)
 
 
 @dataclass(frozen=True)
 class Field:
-    """One JSON field of an entity.
+    """One JSON field of an entity (or one key column of a key-only table).
 
     ``required`` means NOT NULL in the database: the item must carry a non-null value.
     ``nullable`` means the JSON value may be ``null``.  A field that is neither may be left
@@ -52,7 +68,14 @@ class Field:
     def sql_type(self) -> str:
         if self.kind is Kind.TEXT and self.max_length is not None:
             return f"varchar({self.max_length})"
-        return self.kind.value
+        return self.kind.sql_type
+
+    @classmethod
+    def from_declaration(cls, data: dict[str, Any]) -> Field:
+        required = bool(data.get("required", False))
+        return cls(name=data["name"], kind=Kind(data["type"]), required=required,
+                   nullable=bool(data.get("nullable", False)),
+                   min_length=data.get("minLength"), max_length=data.get("maxLength"))
 
 
 def text(name: str, *, required: bool = False, min_length: int | None = None,
@@ -67,24 +90,15 @@ def integer(name: str, *, required: bool = False) -> Field:
     return Field(name, Kind.INTEGER, required=required, nullable=not required)
 
 
-def boolean(name: str, *, required: bool = False) -> Field:
-    return Field(name, Kind.BOOLEAN, required=required, nullable=not required)
-
-
-def decimal(name: str, *, required: bool = False) -> Field:
-    """A finite decimal amount (a JSON number)."""
-    return Field(name, Kind.DECIMAL, required=required, nullable=not required)
-
-
 def datetime(name: str, *, required: bool = False, nullable: bool | None = None) -> Field:
     """An ISO 8601 date-time string."""
     return Field(name, Kind.DATETIME, required=required,
                  nullable=(not required) if nullable is None else nullable)
 
 
-# The audit fields every entity of the API carries.  Their write rules (entry_* only on
+# The audit fields most entities of the API carry.  Their write rules (entry_* only on
 # create, update_* on every write, defaults from the write time and the producer) live in
-# the store; here they are ordinary fields.
+# the statements; here they are ordinary fields.
 ENTRY_DATE = "entry_Date"
 ENTRY_USER = "entry_User"
 UPDATE_DATE = "update_Date"
@@ -103,19 +117,35 @@ def audit_fields() -> tuple[Field, ...]:
 
 @dataclass(frozen=True)
 class Parent:
-    """A record that must exist before an item can be written.
+    """A record that must exist before an item can be written: a foreign key.
 
-    ``fields`` are the item's JSON fields, in the parent key's order; the parent table's
-    key columns are those names lower-cased.  The parent is only required when every one
-    of those fields is non-null (``Benefit.benefit_Category`` may be null).
+    ``fields`` are the item's JSON fields; ``columns`` the parent table's key columns they
+    refer to, in the same order (by default the fields' own column names).  The parent is
+    only required when every one of those fields is non-null.
     """
 
     table: str
     fields: tuple[str, ...]
+    columns: tuple[str, ...] = ()
+    via: str = "declared"       # nesting | x-references: where the importer found it
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            object.__setattr__(self, "columns", tuple(f.lower() for f in self.fields))
+        if len(self.columns) != len(self.fields):
+            raise ValueError(f"parent {self.table}: as many columns as fields")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A parent table with no endpoint: its key columns only."""
+
+    name: str
+    columns: tuple[Field, ...]
 
     @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(f.lower() for f in self.fields)
+    def key(self) -> tuple[str, ...]:
+        return tuple(f.column for f in self.columns)
 
 
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -125,7 +155,9 @@ _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class Entity:
     """One batch endpoint: the declaration everything else is derived from.
 
-    ``bindings`` maps a path parameter to the item field that must hold the same value.
+    ``bindings`` maps a path parameter to the item field that must hold the same value;
+    ``scope`` lists path parameters that name an ancestor record the model has no field
+    for (neither stored nor compared).  ``model`` is the API's model name.
     """
 
     name: str
@@ -134,25 +166,25 @@ class Entity:
     fields: tuple[Field, ...]
     key: tuple[str, ...]
     bindings: dict[str, str] = field(default_factory=dict)
-    parent: Parent | None = None
+    parents: tuple[Parent, ...] = ()
+    scope: tuple[str, ...] = ()
+    model: str = ""
 
     def __post_init__(self) -> None:
-        names = [f.name for f in self.fields]
-        lowered = {n.lower() for n in names}
-        if len(lowered) != len(names):
+        by_name = {f.name: f for f in self.fields}
+        object.__setattr__(self, "_by_name", by_name)
+        if len({n.lower() for n in by_name}) != len(self.fields):
             raise ValueError(f"{self.name}: field names must differ case-insensitively")
-        for name in names:
+        for name in by_name:
             # Also what keeps them apart from the worker's own "$..." row columns.
             if not name.isidentifier():
                 raise ValueError(f"{self.name}: field name {name!r} is not an identifier")
-        by_name = {f.name: f for f in self.fields}
         for key in self.key:
             if key not in by_name:
                 raise ValueError(f"{self.name}: key field {key!r} is not a field")
-            # Keys are echoed "as sent" in replies from the validated values, which is
-            # only faithful for JSON-native types.
-            if by_name[key].kind not in (Kind.TEXT, Kind.INTEGER):
-                raise ValueError(f"{self.name}: key field {key!r} must be text or integer")
+            if by_name[key].kind not in KEY_KINDS:
+                raise ValueError(f"{self.name}: key field {key!r} must be text, integer "
+                                 f"or date-time")
             if not by_name[key].required:
                 raise ValueError(f"{self.name}: key field {key!r} must be required")
         params = _PATH_PARAM.findall(self.path)
@@ -161,19 +193,30 @@ class Entity:
                 raise ValueError(f"{self.name}: binding {param!r} is not in path {self.path!r}")
             if target not in by_name:
                 raise ValueError(f"{self.name}: binding target {target!r} is not a field")
-        if set(params) - set(self.bindings):
+            if by_name[target].kind not in KEY_KINDS:
+                raise ValueError(f"{self.name}: binding target {target!r} must be text, "
+                                 f"integer or date-time")
+        if set(params) - set(self.bindings) - set(self.scope):
             raise ValueError(f"{self.name}: every path parameter needs a binding")
-        if self.parent is not None:
-            for name in self.parent.fields:
+        for parent in self.parents:
+            for name in parent.fields:
                 if name not in by_name:
                     raise ValueError(f"{self.name}: parent field {name!r} is not a field")
 
-    @property
-    def path_params(self) -> tuple[str, ...]:
-        return tuple(_PATH_PARAM.findall(self.path))
-
     def field_named(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self._by_name[name]  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def key_fields(self) -> tuple[Field, ...]:
+        return tuple(self.field_named(k) for k in self.key)
+
+    @classmethod
+    def from_declaration(cls, data: dict[str, Any]) -> Entity:
+        return cls(
+            name=data["name"], model=data.get("model", data["name"]), table=data["table"],
+            path=data["path"], key=tuple(data["key"]), bindings=dict(data["bindings"]),
+            scope=tuple(data.get("scope", ())),
+            parents=tuple(Parent(p["table"], tuple(p["fields"]), tuple(p["columns"]),
+                                 p.get("via", "declared")) for p in data["parents"]),
+            fields=tuple(Field.from_declaration(f) for f in data["fields"]),
+        )

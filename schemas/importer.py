@@ -18,9 +18,11 @@ every such case is reported in :attr:`Imported.notes`, and one that nothing reso
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 BATCH_SUMMARY = "Create or Update Batch"
@@ -235,6 +237,10 @@ class _Importer:
 
     def add_parent(self, child: dict[str, Any], table: str, fields: list[str],
                    columns: list[str], via: str) -> None:
+        if table == child["table"] and [f.lower() for f in fields] == columns:
+            # A record's key referring to itself: always true, and no parent to check.
+            self.notes.append(f"{child['model']}: reference of its key to itself skipped")
+            return
         kinds = {f["name"]: f["type"] for f in child["fields"]}
         target = self.table_kinds(table)
         for name, column in zip(fields, columns, strict=True):
@@ -404,8 +410,6 @@ def _flat(value: Any) -> bool:
 
 
 def _one_line(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
@@ -419,3 +423,23 @@ def _render(value: Any, indent: str) -> str:
         return "{\n" + body + "\n" + indent + "}"
     body = ",\n".join(inner + _render(v, inner) for v in value)
     return "[\n" + body + "\n" + indent + "]"
+
+
+OVERRIDES = Path(__file__).with_name("overrides.toml")
+
+
+def import_file(openapi: Path, output: Path, overrides: Path = OVERRIDES) -> tuple[bool, list[str]]:
+    """Import ``openapi`` into ``output``: (whether the file changed, the notes).  Writes
+    nothing when the declarations are already current, so running it twice changes
+    nothing."""
+    import tomllib
+
+    doc = json.loads(openapi.read_text(encoding="utf-8"))
+    with overrides.open("rb") as f:
+        table = Overrides.from_dict(tomllib.load(f))
+    imported = import_document(doc, table)
+    text = render(imported.declarations)
+    if output.exists() and output.read_text(encoding="utf-8") == text:
+        return False, imported.notes
+    output.write_text(text, encoding="utf-8")
+    return True, imported.notes

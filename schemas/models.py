@@ -9,6 +9,7 @@ for the slower path that names each offending field and matches names case-insen
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired, Required
 
@@ -23,20 +24,27 @@ from schemas.entity import INT32_MAX, INT32_MIN, Entity, Field, Kind
 _CONFIG = ConfigDict(strict=True, extra="forbid")
 
 
+def _text(field: Field) -> Any:
+    return Annotated[str, StringConstraints(min_length=field.min_length,
+                                            max_length=field.max_length)]
+
+
+# The Python type of each kind.  Every kind must have one: a kind missing here fails at
+# import, never silently at validation.
+_TYPES: dict[Kind, Callable[[Field], Any]] = {
+    Kind.TEXT: _text,
+    Kind.INTEGER: lambda _: Annotated[int, PydanticField(ge=INT32_MIN, le=INT32_MAX)],
+    Kind.BOOLEAN: lambda _: bool,
+    # float, not Decimal: strict Decimal accepts JSON strings, which the API does not.
+    Kind.DECIMAL: lambda _: Annotated[float, PydanticField(allow_inf_nan=False)],
+    Kind.DATETIME: lambda _: dt.datetime,
+    Kind.OBJECTS: lambda _: list[dict[str, Any]],
+}
+assert set(_TYPES) == set(Kind)
+
+
 def _python_type(field: Field) -> Any:
-    base: Any
-    if field.kind is Kind.TEXT:
-        base = Annotated[str, StringConstraints(min_length=field.min_length,
-                                                max_length=field.max_length)]
-    elif field.kind is Kind.INTEGER:
-        base = Annotated[int, PydanticField(ge=INT32_MIN, le=INT32_MAX)]
-    elif field.kind is Kind.BOOLEAN:
-        base = bool
-    elif field.kind is Kind.DECIMAL:
-        # float, not Decimal: strict Decimal accepts JSON strings, which the API does not.
-        base = Annotated[float, PydanticField(allow_inf_nan=False)]
-    else:
-        base = dt.datetime
+    base = _TYPES[field.kind](field)
     if field.nullable:
         base = base | None
     return Required[base] if field.required else NotRequired[base]

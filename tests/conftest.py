@@ -13,15 +13,22 @@ import pytest
 from tests.support import (
     Producer,
     amqp_url,
+    drop_pooled_databases,
     isolated_database,
     isolated_vhost,
     make_settings,
     rabbitmqctl,
     wait_until,
 )
-from worker.migrations import migrate
 from worker.service import Worker
 from worker.settings import Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pooled_databases() -> Iterator[None]:
+    """Drop the reused test databases once the run is over."""
+    yield
+    asyncio.run(drop_pooled_databases())
 
 
 @pytest.fixture
@@ -32,8 +39,7 @@ def vhost() -> Iterator[str]:
 
 @pytest.fixture
 async def dsn() -> AsyncIterator[str]:
-    async with isolated_database() as value:
-        await migrate(value)
+    async with isolated_database(migrated=True) as value:
         yield value
 
 

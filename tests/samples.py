@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
+from schemas.registry import default_registry
+from schemas.samples import Parents
+from tests.support import insert_parents
+
 BENEFIT_PATH = "/benefits-batch"
 ARMOR_PATH = "/armor-code-ex-codes-batch"
 FLEX_SCHEDULE_PATH = "/groups/G1/flex-schedules-batch"
@@ -38,11 +44,13 @@ def export(key: int = 1, **fields: Any) -> dict[str, Any]:
             "subscriber_ID": "S1", "export_Amount": 12.5, **fields}
 
 
-# SQL that creates the parent records the samples above refer to.
-PARENTS_SQL = """
-INSERT INTO vbapi.benefit_category (benefit_category) VALUES ('MED');
-INSERT INTO vbapi.group_flex (group_id, plan_id, calendar_year) VALUES ('G1', 'P1', '2024');
-INSERT INTO vbapi.group_division (group_id, division_id) VALUES ('G1', 'D1');
-INSERT INTO vbapi.subscriber_flex (subscriber_id, group_id, plan_id, calendar_year, effective_date)
-    VALUES ('S1', 'G1', 'P1', '2024', '2024-01-01T00:00:00Z');
-"""
+async def create_parents(db: asyncpg.Connection, *items: tuple[str, dict[str, Any]]) -> None:
+    """Insert the parent records the samples above refer to (and theirs), plus those of
+    any further (entity name, item) given."""
+    registry = default_registry()
+    parents = Parents(registry)
+    samples = [("Benefit", benefit(benefit_Category="MED")), ("GroupFlexSchedule", flex_schedule()),
+               ("GroupPlanYear", plan_year()), ("SubscriberFlexExported", export()), *items]
+    for name, item in samples:
+        parents.need(registry.by_name(name), item)
+    await insert_parents(db, parents)

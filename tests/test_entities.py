@@ -36,13 +36,16 @@ CASES = [
     Case("ArmorCodeExCode", samples.ARMOR_PATH, "armor_code_ex_code", samples.armor, 1, 2,
          ("armorCodeExCode_Key",), ("ex_Code", "E9"), ("", None, ""), None),
     Case("GroupFlexSchedule", samples.FLEX_SCHEDULE_PATH, "group_flex_schedule",
-         samples.flex_schedule, 1, 2, ("groupFlexSchedule_Key",), ("schedule_Type", "CUSTOM"),
+         samples.flex_schedule, 1, 2, ("group_ID", "groupFlexSchedule_Key"),
+         ("schedule_Type", "CUSTOM"),
          ("group_ID", "G2", "groupID"), {"plan_ID": "P9"}),
     Case("GroupPlanYear", samples.PLAN_YEAR_PATH, "group_plan_year", samples.plan_year,
          "CY2024", "CY2025", ("group_ID", "division_ID", "plan_Year"), ("plan_Type", "X"),
          ("division_ID", "D2", "divisionID"), None),
     Case("SubscriberFlexExported", samples.EXPORTS_PATH, "subscriber_flex_exported",
-         samples.export, 1, 2, ("subscriberFlexExported_Key",), ("export_Status", "SENT"),
+         samples.export, 1, 2,
+         ("subscriber_ID", "group_ID", "plan_ID", "calendar_Year", "effective_Date",
+          "subscriberFlexExported_Key"), ("export_Status", "SENT"),
          ("group_ID", "G2", "groupID"), None),
 ]
 IDS = [c.entity for c in CASES]
@@ -50,7 +53,7 @@ IDS = [c.entity for c in CASES]
 
 @pytest.fixture
 async def parents(db: asyncpg.Connection) -> None:
-    await db.execute(samples.PARENTS_SQL)
+    await samples.create_parents(db)
 
 
 def key_of(case: Case, item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,7 +135,7 @@ async def test_duplicates_in_one_batch_apply_in_order(case: Case, parents: None,
 async def test_composite_key_distinguishes_rows(parents: None, worker: Worker,
                                                 producer: Producer,
                                                 db: asyncpg.Connection) -> None:
-    await db.execute("INSERT INTO vbapi.group_division VALUES ('G1', 'D2')")
+    await samples.create_parents(db, ("GroupPlanYear", samples.plan_year(division_ID="D2")))
     first = await producer.call(samples.PLAN_YEAR_PATH,
                                 [samples.plan_year("CY2024"), samples.plan_year("CY2025")])
     other_division = "/groups/G1/divisions/D2/plan-years-batch"

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pydantic_core
 from pydantic import ValidationError
 
@@ -94,14 +95,18 @@ class Batch:
 
 
 class Validators:
-    """The pydantic validators of every entity, built once."""
+    """The pydantic validators of every entity, each built the first time its entity is
+    used: building all of them would cost seconds and tens of megabytes at start."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._models = {e.name: build_model(e) for e in registry.entities}
+        self._models: dict[str, EntityModel] = {}
 
     def model(self, entity: Entity) -> EntityModel:
-        return self._models[entity.name]
+        model = self._models.get(entity.name)
+        if model is None:
+            model = self._models[entity.name] = build_model(entity)
+        return model
 
 
 def prepare_batch(request: Request, settings: Settings, validators: Validators,
@@ -183,7 +188,7 @@ def parse_path_params(route: Route) -> dict[str, Any]:
     """Path parameters converted to the type of the item field they bind to."""
     entity = route.entity
     values: dict[str, Any] = {}
-    for param, field_name in entity.bindings.items():
+    for param, field_name in entity.bindings.items():  # scope parameters are not checked
         raw = route.params[param]
         kind = entity.field_named(field_name).kind
         if kind is Kind.TEXT:
@@ -247,13 +252,41 @@ def validate_items(entity: Entity, model: EntityModel, body: bytes, params: dict
                 if check_nul:
                     problems += _nul_problems(row)
             if not problems:
-                # A valid item's key values are text or int32: echoed as they are.
+                # A valid item's text and int32 key values are echoed as they are;
+                # date-times are put back as sent below.
                 batch.ids.append([{"key": k, "value": row[k]} for k in key])
                 batch.rows.append((index, row))
                 continue
         batch.ids.append(_item_id(entity, row))
         batch.answer(index, 400, "; ".join(problems))
+    sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
+    if sent_as_text:
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:  # valid JSON orjson refuses: a number beyond float
+            items = json.loads(body)
+        _echo_as_sent(batch.ids, items, sent_as_text)
     return batch
+
+
+def _echo_as_sent(ids: list[list[dict[str, Any]]], items: list[Any],
+                  positions: list[int]) -> None:
+    """Put the key values at ``positions`` back as the items sent them: a date-time key
+    is echoed in the reply as its original text, not as the instant it was parsed to."""
+    for item_id, item in zip(ids, items, strict=True):
+        for at in positions:
+            name = item_id[at]["key"]
+            value = _sent(item, name)
+            item_id[at]["value"] = value if isinstance(value, (str, int, float, bool)) else None
+
+
+def _sent(item: Any, name: str) -> Any:
+    if not isinstance(item, dict):
+        return None
+    if name in item:
+        return item[name]
+    lowered = name.lower()
+    return next((v for k, v in item.items() if k.lower() == lowered), None)
 
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")

@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(dlq_purge, with_status=False)
     dlq_purge.add_argument("--yes", action="store_true", help="really delete them")
 
+    schemas = commands.add_parser("schemas", help="entity declarations")
+    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    schemas_import = schemas_commands.add_parser(
+        "import", parents=[common],
+        help="write the declarations of every batch operation of an OpenAPI 3 document")
+    schemas_import.add_argument("openapi", metavar="OPENAPI_FILE")
+    schemas_import.add_argument("--output", metavar="FILE",
+                                help="where to write them (default: schemas/vbapi.json)")
+    schemas_import.add_argument("--check", action="store_true",
+                                help="write nothing; exit 1 if the declarations would change")
+
+    docs = commands.add_parser("docs", help="documents generated from the declarations")
+    docs_commands = docs.add_subparsers(dest="docs_command", required=True)
+    endpoints = docs_commands.add_parser("endpoints", parents=[common],
+                                         help="the table of every endpoint (markdown)")
+    endpoints.add_argument("--output", metavar="FILE",
+                           help="write it here (default: standard output)")
+
     return parser
 
 
@@ -88,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"upsert-worker: bad configuration: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log)
-    command = args.command if args.command != "dlq" else f"dlq {args.dlq_command}"
+    command = args.command
+    if command in ("dlq", "schemas", "docs"):
+        command = f"{command} {getattr(args, command + '_command')}"
     return int(_HANDLERS[command](settings, args))
 
 
@@ -189,6 +209,48 @@ def cmd_dlq_purge(settings: Settings, args: argparse.Namespace) -> int:
     return purge_dead_letters(settings, all_=args.all, ids=args.id or [], yes=args.yes)
 
 
+def cmd_schemas_import(settings: Settings, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from schemas.importer import ImportFailed, import_file
+    from schemas.registry import DECLARATIONS, load_declarations
+
+    output = Path(args.output) if args.output else DECLARATIONS
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / output.name
+        if output.exists():
+            target.write_bytes(output.read_bytes())
+        try:
+            changed, notes = import_file(Path(args.openapi), target)
+            registry = load_declarations(target)  # checked as the worker will check them
+        except (ImportFailed, ValueError, OSError) as e:
+            print(f"upsert-worker: import failed: {e}", file=sys.stderr)
+            return 2
+        for note in notes:
+            print(f"resolved: {note}")
+        print(f"{len(registry.entities)} entities, {len(registry.tables)} key-only tables: "
+              f"{output} " + ("changed" if changed else "unchanged"))
+        if args.check:
+            return 1 if changed else 0
+        if changed:
+            output.write_bytes(target.read_bytes())
+    return 0
+
+
+def cmd_docs_endpoints(settings: Settings, args: argparse.Namespace) -> int:
+    from schemas.docs import render_endpoints
+    from schemas.registry import default_registry
+
+    text = render_endpoints(default_registry())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 _HANDLERS = {"run": cmd_run, "migrate": cmd_migrate, "publish": cmd_publish,
-             "status": cmd_status, "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
-             "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge}
+             "schemas import": cmd_schemas_import, "status": cmd_status,
+             "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
+             "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge,
+             "docs endpoints": cmd_docs_endpoints}

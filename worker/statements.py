@@ -11,8 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from schemas.ddl import PROCESSED_TABLE, qualified
-from schemas.entity import ENTRY_DATE, ENTRY_USER, UPDATE_DATE, UPDATE_USER, Entity, Kind
+from schemas.ddl import PROCESSED_TABLE, qualified, quote
+from schemas.entity import (
+    ENTRY_DATE,
+    ENTRY_USER,
+    UPDATE_DATE,
+    UPDATE_USER,
+    Entity,
+    Kind,
+    Parent,
+)
 
 _ARRAY_TYPES = {
     Kind.TEXT: "text[]",
@@ -22,7 +30,9 @@ _ARRAY_TYPES = {
     # digits, so 1234567.89 is stored as 1234567.89, not as the float's binary expansion.
     Kind.DECIMAL: "float8[]",
     Kind.DATETIME: "timestamptz[]",
+    Kind.OBJECTS: "jsonb[]",
 }
+assert set(_ARRAY_TYPES) == set(Kind)
 
 # Audit fields the item may leave out: the write time, and the producer's user name.
 _AUDIT_DEFAULTS = {ENTRY_DATE: "now()", UPDATE_DATE: "now()",
@@ -32,36 +42,42 @@ _CREATE_ONLY = {ENTRY_DATE, ENTRY_USER}
 
 
 @dataclass(frozen=True)
-class EntityStatements:
-    """The statements of one entity and the field order their array arguments follow."""
+class ParentCheck:
+    """Which parent keys of a set of rows have no parent record (args: one array per
+    field, the distinct non-null keys)."""
 
-    fields: tuple[str, ...]          # JSON names of the columns written, in this order
+    parent: Parent
+    statement: str
+
+
+@dataclass(frozen=True)
+class EntityStatements:
+    """The statements of one entity."""
+
     upsert: str                      # args: rows (JSON array text), user_id, source_ts,
                                      # message_id
     upsert_rows: str                 # args: rows, each with its own ROW_* columns
-    parent_fields: tuple[str, ...]
-    missing_parents: str | None      # args: one array per parent field
+    parent_checks: tuple[ParentCheck, ...]
 
 
 @cache
 def statements_for(entity: Entity) -> EntityStatements:
-    fields = tuple(f.name for f in entity.fields)
-    missing = None
-    parent_fields: tuple[str, ...] = ()
-    if entity.parent is not None:
-        parent_fields = entity.parent.fields
-        parent_cols = entity.parent.columns
-        args = ", ".join(f"${i + 1}::{_ARRAY_TYPES[entity.field_named(name).kind]}"
-                         for i, name in enumerate(parent_fields))
-        match = " AND ".join(f"p.{c} = k.{c}" for c in parent_cols)
-        missing = (
-            f"SELECT {', '.join(f'k.{c}' for c in parent_cols)} "
-            f"FROM unnest({args}) AS k({', '.join(parent_cols)}) "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {qualified(entity.parent.table)} p WHERE {match})"
-        )
-    return EntityStatements(fields=fields, upsert=_upsert(entity, per_row=False),
+    return EntityStatements(upsert=_upsert(entity, per_row=False),
                             upsert_rows=_upsert(entity, per_row=True),
-                            parent_fields=parent_fields, missing_parents=missing)
+                            parent_checks=tuple(_parent_check(entity, p)
+                                                for p in entity.parents))
+
+
+def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:
+    columns = [quote(c) for c in parent.columns]
+    args = ", ".join(f"${i + 1}::{_ARRAY_TYPES[entity.field_named(name).kind]}"
+                     for i, name in enumerate(parent.fields))
+    match = " AND ".join(f"p.{c} = k.{c}" for c in columns)
+    return ParentCheck(parent, (
+        f"SELECT {', '.join(f'k.{c}' for c in columns)} "
+        f"FROM unnest({args}) AS k({', '.join(columns)}) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {qualified(parent.table)} p WHERE {match})"
+    ))
 
 
 # The columns a row of ``upsert_rows`` carries besides the entity's fields: the batch it
@@ -78,10 +94,10 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
                                                              ROW_MESSAGE_ID))
     else:
         user, source_ts, message_id = "$2", "$3", "$4"
-    columns = [f.column for f in entity.fields]
+    columns = [quote(f.column) for f in entity.fields]
     # The row set's columns are the JSON names, quoted, so the objects are read as they are;
     # a key an item left out reads as NULL.
-    record_columns = [f'"{f.name}" {_ARRAY_TYPES[f.kind].removesuffix("[]")}'
+    record_columns = [f'{quote(f.name)} {_ARRAY_TYPES[f.kind].removesuffix("[]")}'
                       for f in entity.fields]
     if per_row:
         record_columns += [f'"{ROW_USER}" text', f'"{ROW_SOURCE_TS}" timestamptz',
@@ -93,8 +109,13 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
             select.append(f'i."{f.name}"')
         else:
             select.append(f'COALESCE(i."{f.name}", {default.replace("$user", user)})')
-    key_columns = [entity.field_named(k).column for k in entity.key]
-    updates = [f"{f.column} = EXCLUDED.{f.column}" for f in entity.fields
+    rows = f"json_to_recordset($1::json) AS i({', '.join(record_columns)})"
+    if not per_row and not any(_AUDIT_DEFAULTS.get(f.name) == "$user" for f in entity.fields):
+        # An entity without audit users writes the producer ($2) nowhere; it is named all
+        # the same, since a statement must give every argument a type.
+        rows += ", (SELECT $2::text) AS producer"
+    key_columns = [quote(f.column) for f in entity.key_fields]
+    updates = [f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in entity.fields
                if f.name not in _CREATE_ONLY and f.name not in entity.key]
     updates += ["upsert_source_ts = EXCLUDED.upsert_source_ts",
                 "upsert_message_id = EXCLUDED.upsert_message_id"]
@@ -105,7 +126,7 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
         f"INSERT INTO {qualified(entity.table)} AS t "
         f"({', '.join(columns)}, upsert_source_ts, upsert_message_id)\n"
         f"SELECT {', '.join(select)}, {source_ts}::timestamptz, {message_id}::text\n"
-        f"FROM json_to_recordset($1::json) AS i({', '.join(record_columns)})\n"
+        f"FROM {rows}\n"
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}\n"
         f"WHERE t.upsert_source_ts IS NULL OR t.upsert_source_ts <= EXCLUDED.upsert_source_ts\n"
         f"RETURNING {', '.join(f't.{c}' for c in key_columns)}, (t.xmax = 0) AS inserted"
@@ -118,9 +139,9 @@ def lock_rows_statement(entity: Entity) -> str:
     array per key field).  A group of batches (worker/grouping.py) takes its row locks with
     it up front, keys sorted as a single batch's upsert takes them (store.group_by_key), so
     that groups and single batches lock in one global order and do not deadlock."""
-    key_fields = [entity.field_named(k) for k in entity.key]
+    key_fields = entity.key_fields
     args = ", ".join(f"${i + 1}::{_ARRAY_TYPES[f.kind]}" for i, f in enumerate(key_fields))
-    columns = [f.column for f in key_fields]
+    columns = [quote(f.column) for f in key_fields]
     match = " AND ".join(f"t.{c} = k.{c}" for c in columns)
     # FOR UPDATE locks above the sort, so rows are locked in ORDER BY order.
     return (f"SELECT 1 FROM unnest({args}) WITH ORDINALITY AS k({', '.join(columns)}, n) "

@@ -267,33 +267,38 @@ async def _without_missing_parents(conn: asyncpg.Connection, batch: Batch,
 
 
 async def missing_parents(conn: asyncpg.Connection, statements: EntityStatements,
-                          batches: Sequence[Batch]) -> set[Key]:
-    """The parent keys the batches' rows point at that have no parent record: one query."""
-    if statements.missing_parents is None:
-        return set()
-    fields = statements.parent_fields
-    wanted = {tuple(map(row.get, fields)) for batch in batches for _, row in batch.rows}
-    wanted = {k for k in wanted if None not in k}
-    if not wanted:
-        return set()
-    columns = list(zip(*wanted, strict=True))
-    return {tuple(r) for r in await conn.fetch(statements.missing_parents, *columns)}
+                          batches: Sequence[Batch]) -> list[set[Key]]:
+    """Per parent of the entity, the parent keys the batches' rows point at that have no
+    parent record: one query per parent the rows point at."""
+    found: list[set[Key]] = []
+    for check in statements.parent_checks:
+        fields = check.parent.fields
+        wanted = {tuple(map(row.get, fields)) for batch in batches for _, row in batch.rows}
+        wanted = {k for k in wanted if None not in k}
+        if not wanted:
+            found.append(set())
+            continue
+        columns = list(zip(*wanted, strict=True))
+        found.append({tuple(r) for r in await conn.fetch(check.statement, *columns)})
+    return found
 
 
 def answer_missing_parents(batch: Batch, statements: EntityStatements,
-                           missing: set[Key]) -> list[Row]:
+                           missing: list[set[Key]]) -> list[Row]:
     """Answer 404 for the batch's items whose parent key is ``missing``; return the others."""
-    if not missing:
+    if not any(missing):
         return batch.rows
-    fields = statements.parent_fields
-    parent = batch.entity.parent
-    assert parent is not None
     kept = []
     for index, row in batch.rows:
-        key = tuple(map(row.get, fields))
-        if key in missing:
-            shown = ", ".join(f"{f}={_show(v)}" for f, v in zip(fields, key, strict=True))
-            batch.answer(index, 404, f"parent {parent.table} not found: {shown}")
+        problems = []
+        for check, keys in zip(statements.parent_checks, missing, strict=True):
+            fields = check.parent.fields
+            key = tuple(map(row.get, fields))
+            if key in keys:
+                shown = ", ".join(f"{f}={_show(v)}" for f, v in zip(fields, key, strict=True))
+                problems.append(f"parent {check.parent.table} not found: {shown}")
+        if problems:
+            batch.answer(index, 404, "; ".join(problems))
         else:
             kept.append((index, row))
     return kept
