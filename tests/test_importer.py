@@ -150,3 +150,12 @@ def test_the_command_changes_nothing_when_run_twice(tmp_path: Path) -> None:
     second = subprocess.run([*command, "--check"], capture_output=True, text=True,
                             timeout=120)
     assert second.returncode == 0 and second.stdout.rstrip().endswith("unchanged")
+
+
+def test_the_endpoints_document_is_current() -> None:
+    from schemas.docs import render_endpoints
+    from schemas.registry import default_registry
+
+    document = Path(__file__).resolve().parent.parent / "docs" / "endpoints.md"
+    assert document.read_text() == render_endpoints(default_registry()), \
+        "run: upsert-worker docs endpoints --output docs/endpoints.md"

@@ -1,0 +1,86 @@
+"""What 730 entities cost before the first batch: the first migration of an empty database,
+the worker's start to ready (/readyz) on a migrated one, and its memory when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench.services import (
+    PG_ADMIN_DSN,
+    Process,
+    amqp_url,
+    dsn_for,
+    own_vhost,
+    python_module,
+    unique,
+    worker_config,
+)
+
+# Idle for this long after ready before memory is read: what a worker holds waiting.
+IDLE_S = 5.0
+
+
+@dataclass
+class Startup:
+    first_migration_s: float
+    start_to_ready_s: float
+    idle_mb: float
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _ready(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        status = await reader.readline()
+        return b" 200 " in status
+    finally:
+        writer.close()
+
+
+async def measure_startup(workdir: Path) -> Startup:
+    from worker.migrations import migrate
+
+    name = unique("vbapi_bench_start")
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        started = time.perf_counter()
+        await migrate(dsn_for(name))
+        first_migration_s = time.perf_counter() - started
+        with own_vhost() as vhost:
+            port = _free_port()
+            config = worker_config(workdir / "startup.toml", amqp_url(vhost), dsn_for(name))
+            config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
+            started = time.perf_counter()
+            process = Process(python_module("worker", "run", "--config", str(config)),
+                              workdir / "startup.log")
+            try:
+                while not await _ready(port):
+                    if not process.alive() or time.perf_counter() - started > 60:
+                        raise RuntimeError("the worker did not become ready; see startup.log")
+                    await asyncio.sleep(0.02)
+                start_to_ready_s = time.perf_counter() - started
+                await asyncio.sleep(IDLE_S)
+                idle_mb = process.memory_kib()[0] / 1024
+            finally:
+                process.stop()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return Startup(first_migration_s, start_to_ready_s, idle_mb)
