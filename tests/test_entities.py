@@ -3,6 +3,7 @@ items, path mismatch, missing parent, duplicates within a batch, composite keys.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from schemas.registry import default_registry
+from schemas.samples import make_item, path_for
 from tests import samples
 from tests.support import Producer
 from worker.service import Worker
@@ -181,3 +184,21 @@ async def test_numbers_and_datetimes_are_stored_exactly(parents: None, worker: W
     row = await db.fetchrow("SELECT export_amount, export_date FROM vbapi.subscriber_flex_exported")
     assert str(row["export_amount"]) == "1234567.89"
     assert row["export_date"].isoformat() == "2024-03-04T03:06:07+00:00"
+
+
+async def test_an_array_of_objects_is_checked_and_stored_as_jsonb(
+        worker: Worker, producer: Producer, db: asyncpg.Connection) -> None:
+    """The API's one array field (Criteria.criteriaDetails): objects only, kept as sent."""
+    entity = default_registry().by_name("Criteria")
+    base = make_item(entity, 77, required_only=True)
+    details = [{"field": "Age", "from": 1, "nested": {"ok": True}}, {}]
+    good = {**base, "criteriaDetails": details}
+    bad = {**base, "criteria_Key": base["criteria_Key"] + 1, "criteriaDetails": [1, "two"]}
+    reply = await producer.call(path_for(entity, good), [good, bad], routing_key=entity.name)
+    (created, refused) = reply.body["data"]
+    assert created["status"] == 201
+    assert refused["status"] == 400
+    assert refused["body"].startswith("criteriaDetails.0: Input should be a valid dictionary")
+    stored = await db.fetchval("SELECT criteriadetails FROM vbapi.criteria")
+    assert json.loads(stored) == details
+    assert await db.fetchval("SELECT jsonb_typeof(criteriadetails) FROM vbapi.criteria") == "array"
