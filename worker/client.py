@@ -1,0 +1,274 @@
+"""The client library for producers: publish batches, get each item's answer.
+
+    async with UpsertClient("amqp://guest:guest@127.0.0.1/%2F", database="demo") as client:
+        reply = await client.upsert("/benefits-batch", items)
+        reply.raise_for_status()          # or look at reply.items / reply.problem
+
+One connection and one channel carry many concurrent batches: every publish is confirmed
+by the broker, and replies come back on one consumer (RabbitMQ's direct reply-to, or a
+private queue), matched to their call by correlation id.  A call that times out raises
+:class:`UpsertTimeout`: its batch was confirmed by the broker and stays queued, so it
+will be applied; publishing it again with the same ``message_id`` gets its reply and is
+never applied twice.
+
+Errors, one tree:
+
+    UpsertError
+    ├── UpsertTimeout      no reply within the timeout; the batch is safe in the queue
+    ├── ProblemError       a whole-message error (reply.problem): 400, 401, 403, 404, ...
+    └── ItemsFailed        raise_for_status(): some items were not 2xx
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from schemas.registry import default_registry
+from worker.batch import DATABASE_HEADER, PATH_HEADER
+from worker.topology import REQUEST_EXCHANGE
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+GZIP_MIN_BYTES = 256 * 1024
+# Items per batch of upsert_many by default: well within the worker's item and byte limits
+# for every entity, large enough that a batch's fixed costs do not matter.
+MANY_BATCH_SIZE = 1000
+
+
+class UpsertError(Exception):
+    """Base of the client's errors."""
+
+
+class UpsertTimeout(UpsertError, TimeoutError):
+    """No reply within the timeout.  The batch was confirmed by the broker and stays in the
+    queue: it will be applied.  Publish it again with the same message_id for its reply."""
+
+    def __init__(self, message_id: str, timeout_s: float) -> None:
+        super().__init__(f"no reply for batch {message_id} within {timeout_s:g} s; it was "
+                         f"confirmed by the broker and stays queued: publish it again with "
+                         f"message_id={message_id!r} to get its reply (never applied twice)")
+        self.message_id = message_id
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A whole-message error (RFC 7807)."""
+
+    status: int
+    title: str
+    detail: str | None
+    type: str
+    instance: str | None
+
+
+class ProblemError(UpsertError):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(f"{problem.status} {problem.title}: {problem.detail}")
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The answer for one item: 201, 200, 400, 404, 409 or 500."""
+
+    status: int
+    id: list[dict[str, Any]]
+    body: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class ItemsFailed(UpsertError):
+    def __init__(self, failed: list[tuple[int, ItemResult]]) -> None:
+        shown = "; ".join(f"item {i}: {r.status} {r.body}" for i, r in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} items failed: {shown}{more}")
+        self.failed = failed
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The worker's reply to one batch."""
+
+    status: int                      # 207, or the problem's status
+    body: bytes                      # as the worker sent it
+    headers: dict[str, Any]
+    message_id: str
+    items: list[ItemResult] = field(default_factory=list)
+    problem: Problem | None = None
+    activity_id: str | None = None
+
+    @classmethod
+    def parse(cls, message: AbstractIncomingMessage, message_id: str) -> Reply:
+        headers = dict(message.headers or {})
+        status = headers.get("status")
+        decoded = orjson.loads(message.body)
+        error = decoded.get("error")
+        problem = None if not error else Problem(
+            status=int(error.get("status", 0)), title=str(error.get("title", "")),
+            detail=error.get("detail"), type=str(error.get("type", "about:blank")),
+            instance=error.get("instance"))
+        items = [ItemResult(int(d["status"]), d["id"], d["body"])
+                 for d in decoded.get("data") or []]
+        return cls(status=int(status) if isinstance(status, int) else 0, body=message.body,
+                   headers=headers, message_id=message_id, items=items, problem=problem,
+                   activity_id=(decoded.get("debug") or {}).get("activityID"))
+
+    def raise_for_status(self) -> Reply:
+        """Raise ProblemError for a whole-message error, ItemsFailed if any item is not 2xx."""
+        if self.problem is not None:
+            raise ProblemError(self.problem)
+        failed = [(i, r) for i, r in enumerate(self.items) if not r.ok]
+        if failed:
+            raise ItemsFailed(failed)
+        return self
+
+
+class UpsertClient:
+    """Publishes batches to the worker over one AMQP connection; see the module docstring.
+
+    ``replies`` is ``"direct"`` (RabbitMQ's direct reply-to: no queue to declare) or
+    ``"private"`` (an exclusive queue of this client's).
+    """
+
+    def __init__(self, url: str, *, database: str | None = None, user_id: str | None = None,
+                 timeout_s: float = 60.0, gzip_min_bytes: int = GZIP_MIN_BYTES,
+                 replies: str = "direct", connection: aio_pika.abc.AbstractConnection | None
+                 = None) -> None:
+        if replies not in ("direct", "private"):
+            raise ValueError("replies must be 'direct' or 'private'")
+        self.url = url
+        self.database = database
+        self.user_id = user_id
+        self.timeout_s = timeout_s
+        self.gzip_min_bytes = gzip_min_bytes
+        self.replies = replies
+        self.connection = connection
+        self._own_connection = connection is None
+        self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
+        self.reply_to = DIRECT_REPLY_TO
+
+    async def __aenter__(self) -> UpsertClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self.connection is None:
+            self.connection = await aio_pika.connect(self.url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        if self.replies == "direct":
+            # Consumed before the first publish, on the publishing channel, with no acks:
+            # what RabbitMQ asks of a direct reply-to consumer.
+            queue = await self.channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        else:
+            queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+            self.reply_to = queue.name
+        await queue.consume(self._on_reply, no_ack=True)
+        self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE, ensure=False)
+
+    async def close(self) -> None:
+        for future, _ in self._waiting.values():
+            future.cancel()
+        if self.connection is not None and self._own_connection:
+            await self.connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._waiting.pop(message.correlation_id or "", None)
+        if waiting is None:
+            return  # a reply for a call that timed out, or for another producer's id
+        future, message_id = waiting
+        if not future.done():
+            try:
+                future.set_result(Reply.parse(message, message_id))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                future.set_exception(UpsertError(f"unreadable reply: {e}"))
+
+    async def send(self, path: str, items: Sequence[Any] | bytes, *,
+                   database: str | None = None, message_id: str | None = None,
+                   correlation_id: str | None = None, user_id: str | None = None,
+                   timestamp: dt.datetime | None = None, headers: dict[str, Any] | None = None,
+                   routing_key: str | None = None, **properties: Any) -> asyncio.Future[Reply]:
+        """Publish one batch and return, once the broker confirmed it, a future of its reply.
+
+        ``items`` is a list (encoded as JSON) or the body's bytes as they are.  Further
+        ``properties`` (content_type, content_encoding, expiration, ...) go on the message.
+        """
+        body = items if isinstance(items, bytes) else orjson.dumps(items)
+        message_id = message_id or uuid.uuid4().hex
+        correlation_id = correlation_id or message_id
+        if len(body) >= self.gzip_min_bytes and "content_encoding" not in properties:
+            body = gzip.compress(body, compresslevel=5)
+            properties["content_encoding"] = "gzip"
+        all_headers = dict(headers or {})
+        all_headers.setdefault(PATH_HEADER, path)
+        target = database or self.database
+        if target is not None:
+            all_headers.setdefault(DATABASE_HEADER, target)
+        properties.setdefault("content_type", "application/json")
+        if routing_key is None:
+            route = default_registry().route(path)
+            routing_key = route.entity.name if route else "unknown"
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = (future, message_id)
+        try:
+            await self.exchange.publish(aio_pika.Message(
+                body=body, headers=all_headers, message_id=message_id,
+                correlation_id=correlation_id, reply_to=self.reply_to,
+                user_id=user_id or self.user_id,
+                timestamp=timestamp or dt.datetime.now(dt.UTC),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
+                routing_key=routing_key, timeout=self.timeout_s)
+        except BaseException:
+            self._waiting.pop(correlation_id, None)
+            raise
+        return future
+
+    async def upsert(self, path: str, items: Sequence[Any] | bytes, *,
+                     timeout_s: float | None = None, **options: Any) -> Reply:
+        """Publish one batch and wait for its reply (see :meth:`send` for the options)."""
+        options.setdefault("message_id", uuid.uuid4().hex)
+        future = await self.send(path, items, **options)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._waiting.pop(options.get("correlation_id") or options["message_id"], None)
+            raise UpsertTimeout(options["message_id"], timeout) from None
+
+    async def upsert_many(self, path: str, items: Sequence[Any], *,
+                          batch_size: int = MANY_BATCH_SIZE, concurrency: int = 8,
+                          message_id: str | None = None, **options: Any) -> list[ItemResult]:
+        """Split ``items`` into batches of ``batch_size``, send them concurrently, and return
+        every item's result in the order of ``items``.  Batch i gets the message id
+        ``<message_id>-<i>``, so calling again with the same message_id is never applied
+        twice.  A whole-message error of any batch raises ProblemError."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        base = message_id or uuid.uuid4().hex
+        chunks = [items[at:at + batch_size] for at in range(0, len(items), batch_size)]
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, chunk: Sequence[Any]) -> list[ItemResult]:
+            async with limit:
+                reply = await self.upsert(path, chunk, message_id=f"{base}-{index}",
+                                          **options)
+            if reply.problem is not None:
+                raise ProblemError(reply.problem)
+            return reply.items
+
+        answered = await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks)))
+        return [result for chunk in answered for result in chunk]
