@@ -4,20 +4,18 @@ rate, and the producer that publishes batches and times each one until its reply
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from bench.cpu import CpuSplit
 from bench.data import PATH, ROUTING_KEY
+from worker.client import UpsertClient
 from worker.settings import RetrySettings
-from worker.topology import REQUEST_EXCHANGE, declare_topology
+from worker.topology import declare_topology
 
 T = TypeVar("T")
 
@@ -90,58 +88,36 @@ class Loops(Generic[T]):
 
 
 class Producer:
-    """Publishes batches to ``vbapi`` as a producer would and waits for each reply."""
+    """Publishes batches to ``vbapi`` as a producer would and waits for each reply: the
+    client library (confirmed, persistent publishes; direct reply-to), counting statuses."""
 
     def __init__(self, url: str, database: str = "bench", timeout_s: float = 120.0, *,
                  path: str = PATH, routing_key: str = ROUTING_KEY) -> None:
         self.url = url
-        self.database = database
         self.path = path
         self.routing_key = routing_key
-        self.timeout_s = timeout_s
+        self.client = UpsertClient(url, database=database, timeout_s=timeout_s,
+                                   gzip_min_bytes=2**62,  # every contender: plain JSON
+                                   parse_replies=False)   # as the peers' replies differ
         self.statuses: dict[int, int] = {}
         self.last_reply: bytes = b""
-        self._waiting: dict[str, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> Producer:
-        self.connection = await aio_pika.connect(self.url)
-        self.channel = await self.connection.channel(publisher_confirms=True)
-        await declare_topology(self.channel, RetrySettings().delays_s)
-        self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE)
-        self.reply_queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
-        await self.reply_queue.consume(self._on_reply, no_ack=True)
+        # The topology first, so that the naive peer finds the exchange and queue too.
+        connection = await aio_pika.connect(self.url)
+        async with connection:
+            await declare_topology(await connection.channel(), RetrySettings().delays_s)
+        await self.client.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.connection.close()
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        status = (message.headers or {}).get("status", 0)
-        key = int(status) if isinstance(status, int) else 0
-        self.statuses[key] = self.statuses.get(key, 0) + 1
-        self.last_reply = message.body
-        future = self._waiting.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(None)
+        await self.client.close()
 
     async def call(self, body: bytes) -> None:
         """Publish one batch (persistent, confirmed) and wait for its reply."""
-        message_id = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[message_id] = future
-        await self.exchange.publish(
-            aio_pika.Message(
-                body=body, content_type="application/json", message_id=message_id,
-                correlation_id=message_id, reply_to=self.reply_queue.name,
-                timestamp=dt.datetime.now(dt.UTC),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers={"path": self.path, "vbasoftware-database": self.database}),
-            routing_key=self.routing_key)
-        try:
-            await asyncio.wait_for(future, self.timeout_s)
-        finally:
-            self._waiting.pop(message_id, None)
+        reply = await self.client.upsert(self.path, body, routing_key=self.routing_key)
+        self.statuses[reply.status] = self.statuses.get(reply.status, 0) + 1
+        self.last_reply = reply.body
 
     def reset(self) -> None:
         self.statuses = {}
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import hashlib
 import os
@@ -25,9 +24,10 @@ from schemas import ddl
 from schemas.registry import default_registry
 from schemas.samples import Parents
 from worker import migrations
+from worker.client import Reply as ClientReply
+from worker.client import UpsertClient
 from worker.migrations import migrate
 from worker.settings import Settings
-from worker.topology import REQUEST_EXCHANGE
 
 # The services: the machine's own unless the environment names others.
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1")
@@ -223,56 +223,41 @@ class Reply:
 
 
 class Producer:
-    """Publishes batches to ``vbapi`` as a producer would, and collects replies."""
+    """Publishes batches as a producer would, and collects replies: the client library with
+    a private reply queue, plus what tests need to send malformed messages (no path or
+    database header, raw bodies, any properties)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._replies: dict[str, asyncio.Future[Reply]] = {}
+        self.client = UpsertClient(url, replies="private", timeout_s=30,
+                                   gzip_min_bytes=2**62)  # bodies go exactly as given
+        self._replies: dict[str, asyncio.Future[ClientReply]] = {}
 
     async def __aenter__(self) -> Producer:
-        self.connection = await aio_pika.connect(self.url)
-        self.channel = await self.connection.channel(publisher_confirms=True)
-        self.exchange = await self.channel.declare_exchange(
-            REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-        self.reply_queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
-        await self.reply_queue.consume(self._on_reply, no_ack=True)
+        await self.client.open()
+        self.channel = self.client.channel
+        self.exchange = self.client.exchange
+        self.reply_queue = await self.channel.get_queue(self.client.reply_to, ensure=False)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.connection.close()
-
-    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        future = self._replies.get(message.correlation_id or "")
-        if future is not None and not future.done():
-            future.set_result(Reply(int((message.headers or {}).get("status", 0)),
-                                    dict(message.headers or {}), orjson.loads(message.body),
-                                    message))
+        await self.client.close()
 
     async def send(self, path: str | None, items: Any = None, *, database: str | None = "demo",
                    body: bytes | None = None, message_id: str | None = None,
-                   routing_key: str = "Benefit", timestamp: dt.datetime | None = None,
-                   **properties: Any) -> str:
+                   routing_key: str = "Benefit", **properties: Any) -> str:
         """Publish one batch; returns its correlation id."""
         message_id = message_id or uuid.uuid4().hex
-        correlation_id = properties.pop("correlation_id", message_id)
-        headers = properties.pop("headers", {})
-        if path is not None:
-            headers["path"] = path
-        if database is not None:
-            headers["vbasoftware-database"] = database
-        if body is None:
-            body = orjson.dumps(items)
-        properties.setdefault("content_type", "application/json")
-        self._replies[correlation_id] = asyncio.get_running_loop().create_future()
-        await self.exchange.publish(
-            aio_pika.Message(body=body, headers=headers, message_id=message_id,
-                             correlation_id=correlation_id, reply_to=self.reply_queue.name,
-                             timestamp=timestamp or dt.datetime.now(dt.UTC), **properties),
-            routing_key=routing_key)
+        correlation_id = properties.pop("correlation_id", None) or message_id
+        self._replies[correlation_id] = await self.client.send(
+            path, body if body is not None else orjson.dumps(items), database=database,
+            message_id=message_id, correlation_id=correlation_id, routing_key=routing_key,
+            **properties)
         return correlation_id
 
     async def reply(self, correlation_id: str, timeout_s: float = 30.0) -> Reply:
-        return await asyncio.wait_for(self._replies[correlation_id], timeout_s)
+        answer = await asyncio.wait_for(self._replies[correlation_id], timeout_s)
+        assert answer.message is not None
+        return Reply(answer.status, answer.headers, orjson.loads(answer.body), answer.message)
 
     async def call(self, path: str | None, items: Any = None, **kwargs: Any) -> Reply:
         return await self.reply(await self.send(path, items, **kwargs))

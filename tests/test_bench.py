@@ -18,6 +18,7 @@ from bench.runner import (
     NAIVE,
     QUICK,
     TWO_WORKERS,
+    WIDEST_ROW,
     WORKER,
     WORKER_BAD,
 )
@@ -36,7 +37,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
 
     results = json.loads(raw.read_text())
     rows = {(r["name"], r["size"]): r for r in results["rows"]}
-    expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size)}
+    expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size),
+                (WIDEST_ROW, QUICK.sizes[1])}
     for size in QUICK.sizes:
         expected |= {(CEILING, size), (NAIVE, size), (WORKER, size), (WORKER_BAD, size)}
     assert set(rows) == expected
@@ -44,7 +46,7 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
         assert row["items_per_s"] > 0 and row["batches_per_s"] > 0, row
         assert row["items_per_s"] >= row["batches_per_s"], row
     for (name, _), row in rows.items():
-        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER):
+        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW):
             # Measured on the separate consumer process: latency and its peak memory.
             assert 0 < row["p50_ms"] <= row["p99_ms"] < 60_000, row
             assert 10 < row["peak_mb"] < 4096, row
@@ -56,8 +58,10 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert all(c is not None and c["total"] >= 0 for c in measured)
     assert sum(c["total"] for c in measured) > 0
     assert any("A worker costing no CPU at all" in note for note in results["notes"])
-    # Every target of the issue is judged, whatever the verdict on tiny sizes.
-    assert len(results["targets"]) == 5 + len(QUICK.sizes)
+    # Every target is judged, whatever the verdict on tiny sizes: those of the throughput
+    # issue, and start to ready and idle memory with 730 entities.
+    assert len(results["targets"]) == 5 + len(QUICK.sizes) + 2
+    assert any("First migration of an empty database" in n for n in results["notes"])
 
     text = output.read_text()
     assert text.startswith("# Benchmarks\n\nText around the markers is kept.\n")

@@ -198,7 +198,7 @@ async def test_an_array_of_objects_is_checked_and_stored_as_jsonb(
     (created, refused) = reply.body["data"]
     assert created["status"] == 201
     assert refused["status"] == 400
-    assert refused["body"].startswith("criteriaDetails.0: Input should be a valid dictionary")
+    assert refused["body"].startswith("criteriaDetails.0: Input should be an object")
     stored = await db.fetchval("SELECT criteriadetails FROM vbapi.criteria")
     assert json.loads(stored) == details
     assert await db.fetchval("SELECT jsonb_typeof(criteriadetails) FROM vbapi.criteria") == "array"

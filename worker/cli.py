@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          help="the table of every endpoint (markdown)")
     endpoints.add_argument("--output", metavar="FILE",
                            help="write it here (default: standard output)")
+    asyncapi = docs_commands.add_parser("asyncapi", parents=[common],
+                                        help="the AsyncAPI 3.0 document for AMQP producers")
+    asyncapi.add_argument("--output", metavar="FILE",
+                          help="write it here (default: standard output)")
 
     return parser
 
@@ -241,9 +245,19 @@ def cmd_docs_endpoints(settings: Settings, args: argparse.Namespace) -> int:
     from schemas.docs import render_endpoints
     from schemas.registry import default_registry
 
-    text = render_endpoints(default_registry())
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+    return _write(render_endpoints(default_registry()), args.output)
+
+
+def cmd_docs_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
+    from schemas.asyncapi import render_asyncapi
+    from schemas.registry import default_registry
+
+    return _write(render_asyncapi(default_registry()), args.output)
+
+
+def _write(text: str, output: str | None) -> int:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
@@ -253,4 +267,4 @@ _HANDLERS = {"run": cmd_run, "migrate": cmd_migrate, "publish": cmd_publish,
              "schemas import": cmd_schemas_import, "status": cmd_status,
              "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
              "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge,
-             "docs endpoints": cmd_docs_endpoints}
+             "docs endpoints": cmd_docs_endpoints, "docs asyncapi": cmd_docs_asyncapi}

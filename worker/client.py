@@ -108,11 +108,20 @@ class Reply:
     items: list[ItemResult] = field(default_factory=list)
     problem: Problem | None = None
     activity_id: str | None = None
+    # The reply message itself, for its AMQP properties.
+    message: AbstractIncomingMessage | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def parse(cls, message: AbstractIncomingMessage, message_id: str) -> Reply:
+    def parse(cls, message: AbstractIncomingMessage, message_id: str, *,
+              body: bool = True) -> Reply:
+        """The reply in ``message``; with ``body=False`` its body is not looked into (a
+        benchmark's peers answer with other bodies)."""
         headers = dict(message.headers or {})
         status = headers.get("status")
+        if not body:
+            return cls(status=int(status) if isinstance(status, int) else 0,
+                       body=message.body, headers=headers, message_id=message_id,
+                       message=message)
         decoded = orjson.loads(message.body)
         error = decoded.get("error")
         problem = None if not error else Problem(
@@ -123,7 +132,8 @@ class Reply:
                  for d in decoded.get("data") or []]
         return cls(status=int(status) if isinstance(status, int) else 0, body=message.body,
                    headers=headers, message_id=message_id, items=items, problem=problem,
-                   activity_id=(decoded.get("debug") or {}).get("activityID"))
+                   activity_id=(decoded.get("debug") or {}).get("activityID"),
+                   message=message)
 
     def raise_for_status(self) -> Reply:
         """Raise ProblemError for a whole-message error, ItemsFailed if any item is not 2xx."""
@@ -145,7 +155,7 @@ class UpsertClient:
     def __init__(self, url: str, *, database: str | None = None, user_id: str | None = None,
                  timeout_s: float = 60.0, gzip_min_bytes: int = GZIP_MIN_BYTES,
                  replies: str = "direct", connection: aio_pika.abc.AbstractConnection | None
-                 = None) -> None:
+                 = None, parse_replies: bool = True) -> None:
         if replies not in ("direct", "private"):
             raise ValueError("replies must be 'direct' or 'private'")
         self.url = url
@@ -155,6 +165,7 @@ class UpsertClient:
         self.gzip_min_bytes = gzip_min_bytes
         self.replies = replies
         self.connection = connection
+        self.parse_replies = parse_replies
         self._own_connection = connection is None
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
@@ -193,11 +204,11 @@ class UpsertClient:
         future, message_id = waiting
         if not future.done():
             try:
-                future.set_result(Reply.parse(message, message_id))
+                future.set_result(Reply.parse(message, message_id, body=self.parse_replies))
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 future.set_exception(UpsertError(f"unreadable reply: {e}"))
 
-    async def send(self, path: str, items: Sequence[Any] | bytes, *,
+    async def send(self, path: str | None, items: Sequence[Any] | bytes, *,
                    database: str | None = None, message_id: str | None = None,
                    correlation_id: str | None = None, user_id: str | None = None,
                    timestamp: dt.datetime | None = None, headers: dict[str, Any] | None = None,
@@ -214,13 +225,14 @@ class UpsertClient:
             body = gzip.compress(body, compresslevel=5)
             properties["content_encoding"] = "gzip"
         all_headers = dict(headers or {})
-        all_headers.setdefault(PATH_HEADER, path)
+        if path is not None:  # None: no path header at all (the worker answers 400)
+            all_headers.setdefault(PATH_HEADER, path)
         target = database or self.database
         if target is not None:
             all_headers.setdefault(DATABASE_HEADER, target)
         properties.setdefault("content_type", "application/json")
         if routing_key is None:
-            route = default_registry().route(path)
+            route = default_registry().route(path or "")
             routing_key = route.entity.name if route else "unknown"
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = (future, message_id)
