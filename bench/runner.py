@@ -19,6 +19,7 @@ import asyncpg
 from bench import ceiling
 from bench.cpu import CpuMeter
 from bench.data import WIDEST, Batches, Keys, WideItems, make_batches, seed_parents
+from bench.http_load import HttpProducer
 from bench.load import Loops, Producer, Run, percentile
 from bench.report import Results, Row, Target
 from bench.services import (
@@ -30,13 +31,14 @@ from bench.services import (
     wait_for_log,
     worker_config,
 )
-from bench.startup import IDLE_S, measure_startup
+from bench.startup import IDLE_S, free_port, measure_startup
 from worker.settings import Settings
 
 WORKER = "worker"
 WORKER_BAD = "worker, 1% bad"
 TWO_WORKERS = "2 workers"
 WIDEST_ROW = f"worker, widest entity ({WIDEST}, 655 fields)"
+GATEWAY = "worker via HTTP gateway"
 NAIVE = "naive peer"
 CEILING = "raw ceiling (COPY + INSERT..SELECT)"
 COMMIT = "commit ceiling (1-row tx)"
@@ -194,10 +196,23 @@ class Bench:
                             self._add(await self._consumer_row(name, producer, first, size,
                                                                bad=bad))
                     await self._widest(dsn, url, first)
+                    await self._gateway(dsn, url, first)
                     async with self._started("worker-2", command, b'"consuming"') as second:
                         self._add(await self._consumer_row(
                             TWO_WORKERS, producer, first, self.plan.scaling_size, bad=False,
                             window=2 * self.window, also=second))
+
+    async def _gateway(self, dsn: str, url: str, worker: Process) -> None:
+        """The same batches through the HTTP gateway: its cost over the client library."""
+        port = free_port()
+        gateway_config = worker_config(self.workdir / "gateway.toml", url, dsn,
+                                       f'\n[gateway]\nlisten = "127.0.0.1:{port}"\n')
+        command = python_module("worker", "gateway", "--config", str(gateway_config))
+        async with self._started("gateway", command, b'"gateway ready"') as gateway, \
+                HttpProducer(f"http://127.0.0.1:{port}") as http:
+            for size in self.plan.sizes[:2]:
+                self._add(await self._consumer_row(GATEWAY, http, worker,  # type: ignore[arg-type]
+                                                   size, bad=False, also=gateway))
 
     async def _widest(self, dsn: str, url: str, process: Process) -> None:
         """The widest entity (655 fields), 100-item batches, every field set."""
@@ -304,6 +319,12 @@ class Bench:
             if bad is not None and bad.vs_clean is not None:
                 r.targets.append(Target(f"{size:,}-item batches, 1% bad: worker / its clean rate",
                                         bad.vs_clean, 0.7, True))
+        via_http = r.find(GATEWAY, 1)
+        if via_http and r.find(WORKER, 1):
+            direct = r.find(WORKER, 1)
+            assert direct is not None
+            r.targets.append(Target("1-item batches: HTTP gateway / client library",
+                                    via_http.items_per_s / direct.items_per_s, 1 / 1.3, True))
         one, echo = r.find(WORKER, 1), r.find(BROKER, 1)
         if one and echo:
             r.targets.append(Target("1-item batches: worker / bare broker round trip",

@@ -33,7 +33,7 @@ class Startup:
     idle_mb: float
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -64,7 +64,7 @@ async def measure_startup(workdir: Path) -> Startup:
         await migrate(dsn_for(name))
         first_migration_s = time.perf_counter() - started
         with own_vhost() as vhost:
-            port = _free_port()
+            port = free_port()
             config = worker_config(workdir / "startup.toml", amqp_url(vhost), dsn_for(name))
             config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
             started = time.perf_counter()

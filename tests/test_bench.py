@@ -15,6 +15,7 @@ from bench.runner import (
     BROKER,
     CEILING,
     COMMIT,
+    GATEWAY,
     NAIVE,
     QUICK,
     TWO_WORKERS,
@@ -38,7 +39,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     results = json.loads(raw.read_text())
     rows = {(r["name"], r["size"]): r for r in results["rows"]}
     expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size),
-                (WIDEST_ROW, QUICK.sizes[1])}
+                (WIDEST_ROW, QUICK.sizes[1]), (GATEWAY, QUICK.sizes[0]),
+                (GATEWAY, QUICK.sizes[1])}
     for size in QUICK.sizes:
         expected |= {(CEILING, size), (NAIVE, size), (WORKER, size), (WORKER_BAD, size)}
     assert set(rows) == expected
@@ -46,7 +48,7 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
         assert row["items_per_s"] > 0 and row["batches_per_s"] > 0, row
         assert row["items_per_s"] >= row["batches_per_s"], row
     for (name, _), row in rows.items():
-        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW):
+        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW, GATEWAY):
             # Measured on the separate consumer process: latency and its peak memory.
             assert 0 < row["p50_ms"] <= row["p99_ms"] < 60_000, row
             assert 10 < row["peak_mb"] < 4096, row
@@ -59,8 +61,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert sum(c["total"] for c in measured) > 0
     assert any("A worker costing no CPU at all" in note for note in results["notes"])
     # Every target is judged, whatever the verdict on tiny sizes: those of the throughput
-    # issue, and start to ready and idle memory with 730 entities.
-    assert len(results["targets"]) == 5 + len(QUICK.sizes) + 2
+    # issue, start to ready and idle memory with 730 entities, the gateway against the client.
+    assert len(results["targets"]) == 5 + len(QUICK.sizes) + 3
     assert any("First migration of an empty database" in n for n in results["notes"])
 
     text = output.read_text()

@@ -8,6 +8,7 @@ import gzip
 import asyncpg
 import orjson
 import pytest
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from tests import samples
 from tests.support import amqp_url
@@ -20,8 +21,9 @@ from worker.client import (
     UpsertTimeout,
 )
 from worker.service import Worker
+from worker.settings import Settings
 from worker.sync_client import SyncUpsertClient
-from worker.topology import REQUEST_EXCHANGE
+from worker.topology import REQUEST_EXCHANGE, declare_topology
 
 
 async def test_many_concurrent_batches_on_one_connection(vhost: str, worker: Worker,
@@ -107,3 +109,15 @@ async def test_the_synchronous_client(vhost: str, worker: Worker) -> None:
     reply, results = await asyncio.to_thread(script)
     assert reply.items[0].status == 201
     assert [r.status for r in results] == [201, 200]
+
+
+async def test_the_channel_is_opened_again_after_the_broker_closed_it(
+        vhost: str, settings: Settings) -> None:
+    async with UpsertClient(amqp_url(vhost), database="demo", timeout_s=0.5) as client:
+        # No worker ever ran here: no exchange yet, and the broker closes the channel.
+        with pytest.raises(ChannelNotFoundEntity):
+            await client.upsert(samples.ARMOR_PATH, [])
+        channel = await client.connection.channel()  # type: ignore[union-attr]
+        await declare_topology(channel, settings.retry.delays_s)
+        with pytest.raises(UpsertTimeout):  # confirmed and queued now: no worker to answer
+            await client.upsert(samples.ARMOR_PATH, [])

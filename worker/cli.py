@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     schemas_import.add_argument("--check", action="store_true",
                                 help="write nothing; exit 1 if the declarations would change")
 
+    commands.add_parser("gateway", parents=[common],
+                        help="serve the API's batch paths over HTTP until SIGTERM/SIGINT")
+
     docs = commands.add_parser("docs", help="documents generated from the declarations")
     docs_commands = docs.add_subparsers(dest="docs_command", required=True)
     endpoints = docs_commands.add_parser("endpoints", parents=[common],
@@ -142,6 +145,17 @@ def _tune_garbage_collector() -> None:
     # moved out of the collector's way, it is never traversed again.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.gateway import GatewayRefused, serve
+
+    try:
+        asyncio.run(serve(settings))
+    except GatewayRefused as e:
+        print(f"upsert-worker gateway: refusing to start: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -264,6 +278,7 @@ def _write(text: str, output: str | None) -> int:
 
 
 _HANDLERS = {"run": cmd_run, "migrate": cmd_migrate, "publish": cmd_publish,
+             "gateway": cmd_gateway,
              "schemas import": cmd_schemas_import, "status": cmd_status,
              "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
              "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge,

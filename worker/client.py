@@ -180,6 +180,13 @@ class UpsertClient:
     async def open(self) -> None:
         if self.connection is None:
             self.connection = await aio_pika.connect(self.url)
+        await self._open_channel()
+
+    async def _open_channel(self) -> None:
+        """The publishing channel and its reply consumer.  Opened again after the broker
+        closed it (a publish to a missing exchange, a refused user_id): replies pending on
+        the old one are lost, and their calls time out."""
+        assert self.connection is not None
         self.channel = await self.connection.channel(publisher_confirms=True)
         if self.replies == "direct":
             # Consumed before the first publish, on the publishing channel, with no acks:
@@ -234,6 +241,8 @@ class UpsertClient:
         if routing_key is None:
             route = default_registry().route(path or "")
             routing_key = route.entity.name if route else "unknown"
+        if self.channel.is_closed:
+            await self._open_channel()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = (future, message_id)
         try:

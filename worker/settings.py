@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +119,31 @@ class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class GatewaySettings(BaseModel):
+    # host:port the HTTP gateway (`upsert-worker gateway`) listens on.
+    listen: str = "127.0.0.1:8080"
+    # A request whose batch the worker has not answered by then gets 504 (the batch stays
+    # queued and is applied; retrying with the same Idempotency-Key gets its reply).
+    timeout_s: float = Field(default=30.0, gt=0)
+    # producer name -> "sha256:" + hex digest of its API key.  None: development mode
+    # (no key needed; the gateway publishes as its own broker user).
+    api_keys: dict[str, str] | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, digest in (value or {}).items():
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"api key of {name!r} must be 'sha256:' and 64 lower-case "
+                                 f"hex digits (the digest of the key, never the key itself)")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
 class Settings(BaseSettings):
     """Everything the worker and its commands are configured with."""
 
@@ -132,6 +158,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,220 @@
+"""The HTTP gateway: the API's own batch paths, served over the client library.
+
+A system that calls the original HTTP API switches by changing its base URL:
+
+    PUT <batch path>            vbasoftware-database header, JSON array body (gzip allowed),
+                                x-api-key or Authorization: Bearer, Idempotency-Key
+    GET /openapi.json           the paths of every declared entity (OpenAPI 3)
+    GET /healthz, /readyz, /metrics
+
+The gateway validates nothing itself: it publishes the request as a batch, as a producer
+would, and answers with the worker's reply body as is: 207, or the problem's own status.
+Only what the worker cannot know is answered here: 401 for a missing or unknown key, 413
+for a body over the limit before it is read whole, and 504 when the worker has not answered
+in time (the batch is queued, and a retry with the same Idempotency-Key gets its reply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import orjson
+from aiormq.exceptions import AMQPError
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from schemas.registry import default_registry
+from worker.client import UpsertClient, UpsertTimeout
+from worker.gateway_openapi import openapi_document
+from worker.logs import get_logger
+from worker.settings import Settings
+from worker.topology import declare_topology
+
+log = get_logger("worker.gateway")
+JSON = "application/json"
+# A name the gateway's broker user is not: publishing with it shows whether the broker
+# lets the gateway set other users' ids (the impersonator tag).
+_PROBE_USER = "upsert-gateway-impersonation-probe"
+
+
+class GatewayRefused(Exception):
+    """The gateway cannot serve as configured (said at start, before any request)."""
+
+
+def _problem(status: int, title: str, detail: str, path: str,
+             **debug: str) -> Response:
+    body = {"data": None,
+            "error": {"type": "about:blank", "title": title, "status": status,
+                      "detail": detail, "instance": path},
+            "debug": debug}
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+class Gateway:
+    """The gateway's state: settings, keys, the client, metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = settings.amqp.url.get_secret_value()
+        self.own_user = unquote(urlsplit(url).username or "guest")
+        keys = settings.gateway.api_keys
+        self.producers = None if keys is None else {
+            digest.removeprefix("sha256:"): name for name, digest in keys.items()}
+        self.client = UpsertClient(url, timeout_s=settings.gateway.timeout_s)
+        self.metrics = CollectorRegistry()
+        self.requests = Counter("upsert_gateway_requests_total", "HTTP requests answered",
+                                ["status"], registry=self.metrics)
+        self.latency = Histogram("upsert_gateway_request_seconds",
+                                 "from the request to its answer", registry=self.metrics)
+        self._openapi: bytes | None = None
+
+    async def start(self) -> None:
+        await self.client.open()
+        await self.declare_topology()
+        if self.producers is not None:
+            await self.check_impersonation()
+        log.info("gateway ready", listen=self.settings.gateway.listen,
+                 mode="api keys" if self.producers is not None else "development")
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+    async def declare_topology(self) -> None:
+        """The worker's exchanges and queues, so that a batch sent before any worker
+        started waits in the queue.  A broker user without configure permission leaves
+        that to the workers."""
+        assert self.client.connection is not None
+        channel = await self.client.connection.channel()
+        try:
+            await declare_topology(channel, self.settings.retry.delays_s)
+        except AMQPError as e:
+            log.warning("could not declare the topology; the workers will", error=str(e))
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def check_impersonation(self) -> None:
+        """Publishing with another user's id needs the broker's impersonator tag: without
+        it the broker closes the channel, and every request would fail.  Refuse now."""
+        assert self.client.connection is not None
+        channel = await self.client.connection.channel(publisher_confirms=True)
+        try:
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"", user_id=_PROBE_USER), routing_key="", timeout=10)
+        except Exception as e:
+            raise GatewayRefused(
+                f"the broker user '{self.own_user}' may not publish for the producers of "
+                f"[gateway.api_keys]: give it the impersonator tag (rabbitmqctl "
+                f"set_user_tags {self.own_user} impersonator), or remove the api_keys "
+                f"table for development mode ({e})") from e
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    def producer(self, request: Request) -> str | None:
+        """The producer whose key the request carries, or None."""
+        key = request.headers.get("x-api-key")
+        if key is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else None
+        if not key or self.producers is None:
+            return None
+        return self.producers.get(hashlib.sha256(key.encode()).hexdigest())
+
+    async def put(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._put(request)
+        self.requests.labels(status=str(response.status_code)).inc()
+        self.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _put(self, request: Request) -> Response:
+        # The path as sent: percent-encoded segments stay encoded for the worker to split.
+        path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        user_id = self.own_user
+        if self.producers is not None:
+            producer = self.producer(request)
+            if producer is None:
+                return _problem(401, "Unauthorized", "a valid x-api-key (or Authorization: "
+                                "Bearer) is required", path)
+            user_id = producer
+        limit = self.settings.limits.max_body_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            return _problem(413, "Payload Too Large",
+                            f"body is over the limit of {limit} bytes", path)
+        body = await request.body()
+        message_id = request.headers.get("idempotency-key") or uuid.uuid4().hex
+        properties: dict[str, Any] = {}
+        for header, name in (("content-type", "content_type"),
+                             ("content-encoding", "content_encoding")):
+            if header in request.headers:
+                properties[name] = request.headers[header]
+        try:
+            reply = await self.client.upsert(
+                path, body, database=request.headers.get("vbasoftware-database"),
+                message_id=message_id, user_id=user_id, **properties)
+        except UpsertTimeout:
+            return _problem(504, "Gateway Timeout",
+                            f"the worker did not answer within "
+                            f"{self.settings.gateway.timeout_s:g} s; batch {message_id} is "
+                            f"queued and will be applied: retry with Idempotency-Key: "
+                            f"{message_id} to get its reply", path, messageID=message_id)
+        except (AMQPError, ConnectionError) as e:
+            # Not confirmed by the broker: nothing was queued, the request may be retried.
+            log.warning("publish failed", path=path, message_id=message_id, error=str(e))
+            return _problem(503, "Service Unavailable", f"the batch could not be queued: "
+                            f"{e}", path, messageID=message_id)
+        return Response(reply.body, status_code=reply.status or 500, media_type=JSON)
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:  # built on first use: start-up stays fast
+            self._openapi = orjson.dumps(openapi_document(default_registry()))
+        return Response(self._openapi, media_type=JSON)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b"ok\n", media_type="text/plain")
+
+    async def readyz(self, request: Request) -> Response:
+        connection = self.client.connection
+        ready = connection is not None and not connection.is_closed
+        return Response(b"ready\n" if ready else b"not ready\n",
+                        status_code=200 if ready else 503, media_type="text/plain")
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics),
+                        media_type="text/plain; version=0.0.4")
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    """The routes; the gateway is started and stopped by whoever runs the app."""
+    return Starlette(routes=[
+        Route("/openapi.json", gateway.openapi, methods=["GET"]),
+        Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/readyz", gateway.readyz, methods=["GET"]),
+        Route("/metrics", gateway.prometheus, methods=["GET"]),
+        Route("/{path:path}", gateway.put, methods=["PUT"]),
+    ])
+
+
+async def serve(settings: Settings) -> None:
+    """Start (raising GatewayRefused when it cannot serve as configured), then answer
+    requests until SIGTERM/SIGINT (uvicorn's signal handling)."""
+    import uvicorn
+
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        host, port = settings.gateway.host_port
+        config = uvicorn.Config(build_app(gateway), host=host, port=port, log_config=None,
+                                access_log=False, lifespan="off")
+        await uvicorn.Server(config).serve()
+    finally:
+        await gateway.stop()
