@@ -7,8 +7,7 @@ import contextlib
 import gzip
 import hashlib
 import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -66,18 +65,6 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         await gateway.stop()
 
 
-@pytest.fixture
-def broker_user(vhost: str) -> Iterator[tuple[str, str]]:
-    """A broker user for the gateway (name, password), on the test's vhost only."""
-    name, password = f"gw-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    rabbitmqctl("add_user", name, password)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
-        yield name, password
-    finally:
-        rabbitmqctl("delete_user", name)
-
-
 def gateway_settings(settings: Settings, vhost: str, user: tuple[str, str] | None = None,
                      **gateway: Any) -> Settings:
     """The worker's settings (databases, limits) for the gateway, as its own broker user
@@ -133,16 +120,16 @@ async def test_whole_message_errors_keep_their_own_status(
 
 
 async def test_api_keys_and_the_impersonation_rule(
-        settings: Settings, vhost: str, broker_user: tuple[str, str],
+        settings: Settings, vhost: str, producer_user: tuple[str, str],
         db: asyncpg.Connection) -> None:
     keys = {"alice": digest("alice-key"), "bob": digest("bob-key")}
-    gateway = gateway_settings(settings, vhost, broker_user, api_keys=keys)
+    gateway = gateway_settings(settings, vhost, producer_user, api_keys=keys)
     # Without the impersonator tag the gateway cannot publish for its producers: refused.
-    with pytest.raises(GatewayRefused, match=f"'{broker_user[0]}' may not publish for the "
+    with pytest.raises(GatewayRefused, match=f"'{producer_user[0]}' may not publish for the "
                                              f"producers.*impersonator"):
         async with serving(gateway):
             pass
-    rabbitmqctl("set_user_tags", broker_user[0], "impersonator")
+    rabbitmqctl("set_user_tags", producer_user[0], "impersonator")
     guarded = settings.model_copy(update={"databases": {
         "demo": settings.databases["demo"].model_copy(update={"producers": ["alice"]})}})
     async with running(guarded), serving(gateway) as http:
