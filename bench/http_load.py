@@ -3,7 +3,7 @@ original API would send them, one keep-alive connection per batch in flight."""
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from bench.data import PATH
 
@@ -13,25 +13,27 @@ class HttpProducer:
 
     def __init__(self, base_url: str, database: str = "bench", timeout_s: float = 120.0,
                  *, path: str = PATH, connections: int = 64) -> None:
-        self.path = path
+        self.url = base_url + path
         self.headers = {"vbasoftware-database": database, "content-type": "application/json"}
-        self.http = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout_s,
-            limits=httpx.Limits(max_connections=connections,
-                                max_keepalive_connections=connections))
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.connections = connections
         self.statuses: dict[int, int] = {}
         self.last_reply: bytes = b""
 
     async def __aenter__(self) -> HttpProducer:
+        # aiohttp, not httpx: measured, httpx spent about 5 ms of the load generator's CPU
+        # per request, which on two shared cores would be charged to the gateway.
+        self.http = aiohttp.ClientSession(
+            timeout=self.timeout, connector=aiohttp.TCPConnector(limit=self.connections))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
+        await self.http.close()
 
     async def call(self, body: bytes) -> None:
-        response = await self.http.put(self.path, content=body, headers=self.headers)
-        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-        self.last_reply = response.content
+        async with self.http.put(self.url, data=body, headers=self.headers) as response:
+            self.last_reply = await response.read()
+        self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
 
     def reset(self) -> None:
         self.statuses = {}
