@@ -20,6 +20,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from worker import cli
+from worker.client import UpsertClient
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, REQUEST_EXCHANGE
 
@@ -92,26 +93,23 @@ async def run_console_script(args: Sequence[str], timeout_s: float = 60
 
 
 class Replies:
-    """A reply queue that keeps every reply it gets, in arrival order."""
+    """The client library with a private reply queue that keeps every reply it gets, in
+    arrival order (a replayed batch is answered again, on the same queue)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
         self.messages: list[AbstractIncomingMessage] = []
+        self.client = UpsertClient(url, replies="private", on_reply=self.messages.append)
 
     async def __aenter__(self) -> Replies:
-        self.connection = await aio_pika.connect(self.url)
-        self.channel = await self.connection.channel(publisher_confirms=True)
-        self.exchange = await self.channel.declare_exchange(
-            REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-        self.queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
-        await self.queue.consume(self._on_reply, no_ack=True)
+        await self.client.open()
+        # Declared here too, so that a batch sent before any worker started is kept.
+        await self.client.channel.declare_exchange(REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True)
+        self.queue = await self.client.channel.get_queue(self.client.reply_to, ensure=False)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.connection.close()
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self.messages.append(message)
+        await self.client.close()
 
     def for_id(self, correlation_id: str) -> list[AbstractIncomingMessage]:
         return [m for m in self.messages if m.correlation_id == correlation_id]
@@ -131,12 +129,8 @@ class Replies:
                    timestamp: dt.datetime | None = None) -> str:
         """Publish a batch with reply_to = this queue; returns its message/correlation id."""
         message_id = uuid.uuid4().hex
-        await self.exchange.publish(aio_pika.Message(
-            body=orjson.dumps(items), content_type="application/json",
-            headers={"path": path, "vbasoftware-database": database},
-            message_id=message_id, correlation_id=message_id, reply_to=self.queue.name,
-            timestamp=timestamp or dt.datetime.now(dt.UTC), user_id=user_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key)
+        await self.client.send(path, items, database=database, message_id=message_id,
+                               user_id=user_id, routing_key=routing_key, timestamp=timestamp)
         return message_id
 
 

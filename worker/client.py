@@ -25,7 +25,7 @@ import asyncio
 import datetime as dt
 import gzip
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +155,8 @@ class UpsertClient:
     def __init__(self, url: str, *, database: str | None = None, user_id: str | None = None,
                  timeout_s: float = 60.0, gzip_min_bytes: int = GZIP_MIN_BYTES,
                  replies: str = "direct", connection: aio_pika.abc.AbstractConnection | None
-                 = None, parse_replies: bool = True) -> None:
+                 = None, parse_replies: bool = True,
+                 on_reply: Callable[[AbstractIncomingMessage], None] | None = None) -> None:
         if replies not in ("direct", "private"):
             raise ValueError("replies must be 'direct' or 'private'")
         self.url = url
@@ -166,6 +167,9 @@ class UpsertClient:
         self.replies = replies
         self.connection = connection
         self.parse_replies = parse_replies
+        # Sees every reply this client receives, awaited or not (a replayed batch's
+        # second reply, say).
+        self.on_reply = on_reply
         self._own_connection = connection is None
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
@@ -205,6 +209,8 @@ class UpsertClient:
             await self.connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        if self.on_reply is not None:
+            self.on_reply(message)
         waiting = self._waiting.pop(message.correlation_id or "", None)
         if waiting is None:
             return  # a reply for a call that timed out, or for another producer's id

@@ -81,8 +81,6 @@ class Gateway:
         await self.declare_topology()
         if self.producers is not None:
             await self.check_impersonation()
-        log.info("gateway ready", listen=self.settings.gateway.listen,
-                 mode="api keys" if self.producers is not None else "development")
 
     async def stop(self) -> None:
         await self.client.close()
@@ -217,6 +215,14 @@ async def serve(settings: Settings) -> None:
         # CPU per request (BENCHMARKS.md).
         config = uvicorn.Config(build_app(gateway), host=host, port=port, log_config=None,
                                 access_log=False, lifespan="off", http="httptools")
-        await uvicorn.Server(config).serve()
+        mode = "api keys" if gateway.producers is not None else "development"
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started:  # said once the port accepts requests
+                    log.info("gateway ready", listen=settings.gateway.listen, mode=mode)
+
+        await Server(config).serve()
     finally:
         await gateway.stop()
