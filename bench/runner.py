@@ -325,6 +325,7 @@ class Bench:
             assert direct is not None
             r.targets.append(Target("1-item batches: HTTP gateway / client library",
                                     via_http.items_per_s / direct.items_per_s, 1 / 1.3, True))
+        self._gateway_notes()
         one, echo = r.find(WORKER, 1), r.find(BROKER, 1)
         if one and echo:
             r.targets.append(Target("1-item batches: worker / bare broker round trip",
@@ -339,6 +340,22 @@ class Bench:
             r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
                                     max(peaks), 250, False))
 
+
+    def _gateway_notes(self) -> None:
+        """What the HTTP gateway adds to the client library's latency (each at half its
+        own maximum rate) and takes from its throughput."""
+        for size in self.plan.sizes[:2]:
+            via_http, direct = self.results.find(GATEWAY, size), self.results.find(WORKER, size)
+            if not (via_http and direct and via_http.p50_ms is not None
+                    and direct.p50_ms is not None and via_http.p99_ms is not None
+                    and direct.p99_ms is not None):
+                continue
+            self.results.notes.append(
+                f"{size:,}-item batches through the HTTP gateway: "
+                f"{via_http.items_per_s / direct.items_per_s:.2f}x the client library's "
+                f"rate; latency p50 {via_http.p50_ms:.1f} ms against {direct.p50_ms:.1f} ms "
+                f"({via_http.p50_ms - direct.p50_ms:+.1f}), p99 {via_http.p99_ms:.1f} ms "
+                f"against {direct.p99_ms:.1f} ms ({via_http.p99_ms - direct.p99_ms:+.1f}).")
 
     def _cpu_notes(self, worker: Row, ceiling_row: Row, naive: Row) -> None:
         """What the measured CPU per item says the 1,000-item ratios can be on this machine:
