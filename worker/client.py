@@ -148,8 +148,10 @@ class Reply:
 class UpsertClient:
     """Publishes batches to the worker over one AMQP connection; see the module docstring.
 
-    ``replies`` is ``"direct"`` (RabbitMQ's direct reply-to: no queue to declare) or
-    ``"private"`` (an exclusive queue of this client's).
+    ``replies`` is ``"direct"`` (RabbitMQ's direct reply-to: no queue to declare),
+    ``"private"`` (an exclusive queue of this client's), or the name of a queue the caller
+    declared (a durable one, say, whose replies are acknowledged only once handled, so
+    that none is lost with a dropped connection).
     """
 
     def __init__(self, url: str, *, database: str | None = None, user_id: str | None = None,
@@ -157,8 +159,8 @@ class UpsertClient:
                  replies: str = "direct", connection: aio_pika.abc.AbstractConnection | None
                  = None, parse_replies: bool = True,
                  on_reply: Callable[[AbstractIncomingMessage], None] | None = None) -> None:
-        if replies not in ("direct", "private"):
-            raise ValueError("replies must be 'direct' or 'private'")
+        if not replies:
+            raise ValueError("replies must be 'direct', 'private' or a queue name")
         self.url = url
         self.database = database
         self.user_id = user_id
@@ -173,6 +175,7 @@ class UpsertClient:
         self._own_connection = connection is None
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
+        self._acks = False
 
     async def __aenter__(self) -> UpsertClient:
         await self.open()
@@ -196,10 +199,15 @@ class UpsertClient:
             # Consumed before the first publish, on the publishing channel, with no acks:
             # what RabbitMQ asks of a direct reply-to consumer.
             queue = await self.channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-        else:
+        elif self.replies == "private":
             queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
-            self.reply_to = queue.name
-        await queue.consume(self._on_reply, no_ack=True)
+        else:
+            # Declared passively, not merely named: on a robust connection only a declared
+            # queue gets its consumer back after a reconnect.
+            queue = await self.channel.declare_queue(self.replies, passive=True)
+        self.reply_to = queue.name
+        self._acks = self.replies not in ("direct", "private")
+        await queue.consume(self._on_reply, no_ack=not self._acks)
         self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE, ensure=False)
 
     async def close(self) -> None:
@@ -212,14 +220,19 @@ class UpsertClient:
         if self.on_reply is not None:
             self.on_reply(message)
         waiting = self._waiting.pop(message.correlation_id or "", None)
-        if waiting is None:
-            return  # a reply for a call that timed out, or for another producer's id
-        future, message_id = waiting
-        if not future.done():
+        if waiting is not None:  # else: a call that timed out, or another producer's id
+            future, message_id = waiting
+            if not future.done():
+                try:
+                    future.set_result(Reply.parse(message, message_id,
+                                                  body=self.parse_replies))
+                except (ValueError, TypeError, KeyError, AttributeError) as e:
+                    future.set_exception(UpsertError(f"unreadable reply: {e}"))
+        if self._acks:
             try:
-                future.set_result(Reply.parse(message, message_id, body=self.parse_replies))
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
-                future.set_exception(UpsertError(f"unreadable reply: {e}"))
+                await message.ack()
+            except Exception:
+                pass  # channel gone: the reply comes again, and is handled again alike
 
     async def send(self, path: str | None, items: Sequence[Any] | bytes, *,
                    database: str | None = None, message_id: str | None = None,
@@ -247,8 +260,8 @@ class UpsertClient:
         if routing_key is None:
             route = default_registry().route(path or "")
             routing_key = route.entity.name if route else "unknown"
-        if self.channel.is_closed:
-            await self._open_channel()
+        if self.channel.is_closed and not isinstance(self.channel, aio_pika.RobustChannel):
+            await self._open_channel()  # a robust channel comes back by itself
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = (future, message_id)
         try:

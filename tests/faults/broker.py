@@ -18,9 +18,9 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
+from worker.client import UpsertClient
 from worker.topology import (
     DEAD_QUEUE,
-    REQUEST_EXCHANGE,
     REQUEST_QUEUE,
     declare_topology,
     retry_queue_name,
@@ -50,24 +50,23 @@ class TestBroker:
         # The same declarations as the worker's, so that nothing published before the
         # worker first starts is dropped for want of a bound queue.
         await declare_topology(self.channel, self.retry_delays_s)
-        self.exchange = await self.channel.get_exchange(REQUEST_EXCHANGE)
-        reply_queue = await self.channel.declare_queue(REPLY_QUEUE, durable=True)
-        # Manual acks: a reply in flight when the connection drops comes back, not lost.
-        await reply_queue.consume(self._on_reply)
+        await self.channel.declare_queue(REPLY_QUEUE, durable=True)
+        # The client library on this robust connection, its replies from the durable
+        # queue with manual acks: a reply in flight when the connection drops comes back.
+        self.client = UpsertClient(self.url, connection=self.connection, replies=REPLY_QUEUE,
+                                   parse_replies=False, on_reply=self._on_reply, timeout_s=5)
+        await self.client.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.connection.close()
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        # A reply that comes again after a dropped connection is recorded twice (identical).
         key = message.correlation_id or ""
         headers = dict(message.headers or {})
         self.replies[key].append(Received(int(headers.get("status", 0)), message.body, headers))
         self.changed.set()
-        try:
-            await message.ack()
-        except Exception:
-            pass  # channel gone: the reply comes again and is recorded twice (identical)
 
     async def publish(self, batch: LedgerBatch, deadline_s: float = 30.0) -> None:
         await self.publish_raw(batch.message_id, batch.body, ts=batch.ts, deadline_s=deadline_s)
@@ -84,12 +83,10 @@ class TestBroker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         while True:
-            message = aio_pika.Message(
-                body=body, headers=dict(headers), message_id=message_id,
-                correlation_id=message_id, reply_to=REPLY_QUEUE, timestamp=ts,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
             try:
-                await self.exchange.publish(message, routing_key=routing_key, timeout=5)
+                await self.client.send(None, body, headers=dict(headers),
+                                       message_id=message_id, timestamp=ts,
+                                       routing_key=routing_key, **properties)
                 return
             except Exception:
                 if loop.time() > deadline:
