@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -210,58 +212,56 @@ async def _columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
         f"vbapi.{table}")}
 
 
-async def test_declaration_changes_widen_in_place_and_add_columns() -> None:
-    key, shop, _label, *audit = WIDGET.fields
-    async with isolated_database() as dsn:
-        await migrate(dsn, widget_registry())
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute("INSERT INTO vbapi.shop VALUES ('S1')")
-            await conn.execute("INSERT INTO vbapi.widget (widget_key, shop_id, label) "
-                               "VALUES (1, 'S1', 'abc')")
-            wider = Field("label", Kind.TEXT, max_length=10)
-            applied = await migrate(dsn, widget_registry(key, shop, wider, text("colour"),
-                                                         *audit))
-            assert 'vbapi."widget".label varchar(3) -> varchar(10)' in applied
-            assert 'vbapi."widget".colour text added' in applied
-            columns = await _columns(conn, "widget")
-            assert columns["label"] == "character varying(10)" and columns["colour"] == "text"
-            assert await conn.fetchval("SELECT label FROM vbapi.widget") == "abc"
-            # Narrower than declared before but wide enough for what is stored: applied.
-            assert await migrate(dsn, widget_registry(
-                key, shop, Field("label", Kind.TEXT, max_length=3), *audit))
-            # Narrower than what is stored: refused, naming column, stored and declared.
-            with pytest.raises(MigrationRefused, match=r'vbapi\."widget"\.label: stored values '
-                               r"of up to 3 characters \(varchar\(3\)\) do not fit the "
-                               r"declared varchar\(2\)"):
-                await migrate(dsn, widget_registry(
-                    key, shop, Field("label", Kind.TEXT, max_length=2), *audit))
-            with pytest.raises(MigrationRefused, match="1 stored values of type varchar"):
-                await migrate(dsn, widget_registry(
-                    key, shop, Field("label", Kind.INTEGER), *audit))
-            # Nothing of a refused run was applied or recorded.
-            assert (await _columns(conn, "widget"))["label"] == "character varying(3)"
-        finally:
-            await conn.close()
-
-
-async def test_a_key_change_carries_the_rows_over() -> None:
+@contextlib.asynccontextmanager
+async def widgets(rows: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A database migrated for the Widget declaration, holding shops S1 and S2 and the
+    widgets ``rows`` (SQL VALUES of widget_key, shop_id, label)."""
     async with isolated_database() as dsn:
         await migrate(dsn, widget_registry())
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("INSERT INTO vbapi.shop VALUES ('S1'), ('S2')")
-            await conn.execute("INSERT INTO vbapi.widget (widget_key, shop_id) "
-                               "VALUES (1, 'S1'), (2, 'S2')")
-            applied = await migrate(dsn, widget_registry(key=("shop_ID", "widget_Key")))
-            assert 'vbapi."widget" key is now (shop_id, widget_key)' in applied
-            assert await conn.fetchval("SELECT count(*) FROM vbapi.widget") == 2
-            await conn.execute("INSERT INTO vbapi.widget (widget_key, shop_id) VALUES (1, 'S2')")
-            # Back to the narrower key, which the rows now violate: refused.
-            with pytest.raises(MigrationRefused, match="do not fit the declared key"):
-                await migrate(dsn, widget_registry())
+            await conn.execute(f"INSERT INTO vbapi.widget (widget_key, shop_id, label) "
+                               f"VALUES {rows}")
+            yield dsn, conn
         finally:
             await conn.close()
+
+
+async def test_declaration_changes_widen_in_place_and_add_columns() -> None:
+    key, shop, _label, *audit = WIDGET.fields
+    async with widgets("(1, 'S1', 'abc')") as (dsn, conn):
+        wider = Field("label", Kind.TEXT, max_length=10)
+        applied = await migrate(dsn, widget_registry(key, shop, wider, text("colour"), *audit))
+        assert 'vbapi."widget".label varchar(3) -> varchar(10)' in applied
+        assert 'vbapi."widget".colour text added' in applied
+        columns = await _columns(conn, "widget")
+        assert columns["label"] == "character varying(10)" and columns["colour"] == "text"
+        assert await conn.fetchval("SELECT label FROM vbapi.widget") == "abc"
+        # Narrower than declared before but wide enough for what is stored: applied.
+        assert await migrate(dsn, widget_registry(
+            key, shop, Field("label", Kind.TEXT, max_length=3), *audit))
+        # Narrower than what is stored: refused, naming column, stored and declared.
+        with pytest.raises(MigrationRefused, match=r'vbapi\."widget"\.label: stored values '
+                           r"of up to 3 characters \(varchar\(3\)\) do not fit the "
+                           r"declared varchar\(2\)"):
+            await migrate(dsn, widget_registry(
+                key, shop, Field("label", Kind.TEXT, max_length=2), *audit))
+        with pytest.raises(MigrationRefused, match="1 stored values of type varchar"):
+            await migrate(dsn, widget_registry(key, shop, Field("label", Kind.INTEGER), *audit))
+        # Nothing of a refused run was applied or recorded.
+        assert (await _columns(conn, "widget"))["label"] == "character varying(3)"
+
+
+async def test_a_key_change_carries_the_rows_over() -> None:
+    async with widgets("(1, 'S1', NULL), (2, 'S2', NULL)") as (dsn, conn):
+        applied = await migrate(dsn, widget_registry(key=("shop_ID", "widget_Key")))
+        assert 'vbapi."widget" key is now (shop_id, widget_key)' in applied
+        assert await conn.fetchval("SELECT count(*) FROM vbapi.widget") == 2
+        await conn.execute("INSERT INTO vbapi.widget (widget_key, shop_id) VALUES (1, 'S2')")
+        # Back to the narrower key, which the rows now violate: refused.
+        with pytest.raises(MigrationRefused, match="do not fit the declared key"):
+            await migrate(dsn, widget_registry())
 
 
 async def test_a_database_of_the_previous_release_is_upgraded_with_its_data() -> None:
