@@ -187,6 +187,7 @@ class Entity:
                                  f"or date-time")
             if not by_name[key].required:
                 raise ValueError(f"{self.name}: key field {key!r} must be required")
+        object.__setattr__(self, "_key_fields", tuple(by_name[k] for k in self.key))
         params = _PATH_PARAM.findall(self.path)
         for param, target in self.bindings.items():
             if param not in params:
@@ -208,7 +209,8 @@ class Entity:
 
     @property
     def key_fields(self) -> tuple[Field, ...]:
-        return tuple(self.field_named(k) for k in self.key)
+        """The key's fields, in key order (made once, in __post_init__)."""
+        return self._key_fields  # type: ignore[attr-defined, no-any-return]
 
     @classmethod
     def from_declaration(cls, data: dict[str, Any]) -> Entity:

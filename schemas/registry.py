@@ -59,7 +59,7 @@ class Registry:
         self._root = _Node()
         for entity in entities:
             self._add_route(entity)
-        self.columns_by_table = self._check_tables()
+        self._check_tables()
 
     def _add_route(self, entity: Entity) -> None:
         node = self._root
@@ -70,9 +70,9 @@ class Registry:
             raise ValueError(f"paths of {node.entity.name} and {entity.name} are the same")
         node.entity = entity
 
-    def _check_tables(self) -> dict[str, tuple[tuple[str, ...], dict[str, Field]]]:
-        """Every table by name: its key columns and its columns.  Raises ValueError where
-        a table is declared twice or a parent does not name a table's key."""
+    def _check_tables(self) -> None:
+        """Raise ValueError where a table is declared twice or a parent does not name a
+        table's key (with columns of the same types)."""
         tables: dict[str, tuple[tuple[str, ...], dict[str, Field]]] = {}
         for entity in self.entities:
             if entity.table in tables:
@@ -98,7 +98,6 @@ class Registry:
                     if entity.field_named(name).kind is not columns[column].kind:
                         raise ValueError(f"{entity.name}: {name} and {parent.table}.{column} "
                                          f"are of different types")
-        return tables
 
     def by_name(self, name: str) -> Entity:
         return self._by_name[name]

@@ -75,11 +75,16 @@ def _stored(field: Field, value: Any) -> Any:
     return json.loads(value) if field.kind is Kind.OBJECTS and value is not None else value
 
 
-async def _key_taken(db: asyncpg.Connection, entity: Entity, item: dict[str, Any]) -> bool:
+async def _stored_row(db: asyncpg.Connection | asyncpg.Pool, entity: Entity,
+                      item: dict[str, Any]) -> asyncpg.Record | None:
+    """The stored row with the item's key, if any."""
     where = " AND ".join(f"{quote(f.column)} = ${i + 1}" for i, f in enumerate(entity.key_fields))
-    return bool(await db.fetchval(
-        f"SELECT count(*) FROM {qualified(entity.table)} WHERE {where}",
-        *(_expected(f, item[f.name]) for f in entity.key_fields)))
+    return await db.fetchrow(f"SELECT * FROM {qualified(entity.table)} WHERE {where}",
+                             *(_expected(f, item[f.name]) for f in entity.key_fields))
+
+
+async def _key_taken(db: asyncpg.Connection, entity: Entity, item: dict[str, Any]) -> bool:
+    return await _stored_row(db, entity, item) is not None
 
 
 async def _items_with_parents(db: asyncpg.Connection, entities: list[tuple[int, Entity]]
@@ -119,9 +124,9 @@ async def _check_endpoint(entity: Entity, item: dict[str, Any], producer: Produc
     updated = await producer.call(path, [changed], routing_key=entity.name)
     if updated.body.get("data") != [{"id": expected_id, "status": 200, "body": "Updated"}]:
         problems.append(f"update: {updated.body}")
-    where = " AND ".join(f"{quote(f.column)} = ${i + 1}" for i, f in enumerate(entity.key_fields))
-    row = await db.fetchrow(f"SELECT * FROM {qualified(entity.table)} WHERE {where}",
-                            *(_expected(f, item[f.name]) for f in entity.key_fields))
+    row = await _stored_row(db, entity, item)
+    if row is None:
+        return [*problems, "no stored row after the update"]
     for f in entity.fields:
         if _stored(f, row[f.column]) != _expected(f, changed[f.name]):
             problems.append(f"stored {f.name}: {row[f.column]!r} != {changed[f.name]!r}")

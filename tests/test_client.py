@@ -63,6 +63,11 @@ async def test_a_timeout_says_the_batch_is_queued(vhost: str, settings: object) 
                             path=samples.ARMOR_PATH, body=b"[]", message_id="late-1",
                             timeout_s=0.5)
     assert e.value.message_id == "late-1"
+    # Without a message id of the caller's, the timeout names the one the client chose.
+    with pytest.raises(UpsertTimeout) as chosen:
+        await publish_batch(settings, database="demo",  # type: ignore[arg-type]
+                            path=samples.ARMOR_PATH, body=b"[]", timeout_s=0.5)
+    assert chosen.value.message_id and chosen.value.message_id in str(chosen.value)
 
 
 async def test_large_bodies_are_sent_gzip_compressed(vhost: str, worker: Worker,

@@ -83,14 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     docs = commands.add_parser("docs", help="documents generated from the declarations")
     docs_commands = docs.add_subparsers(dest="docs_command", required=True)
-    endpoints = docs_commands.add_parser("endpoints", parents=[common],
-                                         help="the table of every endpoint (markdown)")
-    endpoints.add_argument("--output", metavar="FILE",
-                           help="write it here (default: standard output)")
-    asyncapi = docs_commands.add_parser("asyncapi", parents=[common],
-                                        help="the AsyncAPI 3.0 document for AMQP producers")
-    asyncapi.add_argument("--output", metavar="FILE",
-                          help="write it here (default: standard output)")
+    for name, about in (("endpoints", "the table of every endpoint (markdown)"),
+                        ("asyncapi", "the AsyncAPI 3.0 document for AMQP producers")):
+        document = docs_commands.add_parser(name, parents=[common], help=about)
+        document.add_argument("--output", metavar="FILE",
+                              help="write it here (default: standard output)")
 
     return parser
 
@@ -258,23 +255,16 @@ def cmd_schemas_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_docs_endpoints(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
+    """A document generated from the declarations, to a file or standard output."""
+    from schemas.asyncapi import render_asyncapi
     from schemas.docs import render_endpoints
     from schemas.registry import default_registry
 
-    return _write(render_endpoints(default_registry()), args.output)
-
-
-def cmd_docs_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
-    from schemas.asyncapi import render_asyncapi
-    from schemas.registry import default_registry
-
-    return _write(render_asyncapi(default_registry()), args.output)
-
-
-def _write(text: str, output: str | None) -> int:
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
+    render = {"endpoints": render_endpoints, "asyncapi": render_asyncapi}[args.docs_command]
+    text = render(default_registry())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
@@ -285,4 +275,4 @@ _HANDLERS = {"run": cmd_run, "migrate": cmd_migrate, "publish": cmd_publish,
              "schemas import": cmd_schemas_import, "status": cmd_status,
              "dlq list": cmd_dlq_list, "dlq show": cmd_dlq_show,
              "dlq replay": cmd_dlq_replay, "dlq purge": cmd_dlq_purge,
-             "docs endpoints": cmd_docs_endpoints, "docs asyncapi": cmd_docs_asyncapi}
+             "docs endpoints": cmd_docs, "docs asyncapi": cmd_docs}

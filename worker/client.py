@@ -280,14 +280,15 @@ class UpsertClient:
     async def upsert(self, path: str, items: Sequence[Any] | bytes, *,
                      timeout_s: float | None = None, **options: Any) -> Reply:
         """Publish one batch and wait for its reply (see :meth:`send` for the options)."""
-        options.setdefault("message_id", uuid.uuid4().hex)
+        # Chosen here, not in send(), so that a timeout can name it (None means: choose).
+        message_id = options["message_id"] = options.get("message_id") or uuid.uuid4().hex
         future = await self.send(path, items, **options)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            self._waiting.pop(options.get("correlation_id") or options["message_id"], None)
-            raise UpsertTimeout(options["message_id"], timeout) from None
+            self._waiting.pop(options.get("correlation_id") or message_id, None)
+            raise UpsertTimeout(message_id, timeout) from None
 
     async def upsert_many(self, path: str, items: Sequence[Any], *,
                           batch_size: int = MANY_BATCH_SIZE, concurrency: int = 8,
