@@ -5,42 +5,17 @@ Batch" endpoint: its JSON fields (names, types, lengths, nullability), its key, 
 template and which path parameters bind to which item fields, and the parent records that
 must exist.  A :class:`Table` is a parent table with no endpoint of its own (key columns
 only).  Validation models, SQL statements and table DDL are all derived from these
-elsewhere; this module is pure data and does no I/O.
+elsewhere (what each field kind means is one table, :mod:`schemas.kinds`); this module
+is pure data and does no I/O.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-
-
-class Kind(Enum):
-    """The JSON type of a field, as the declarations spell it."""
-
-    TEXT = "string"
-    INTEGER = "integer"
-    BOOLEAN = "boolean"
-    DECIMAL = "number"
-    DATETIME = "date-time"
-    OBJECTS = "array"          # an array of JSON objects, stored as jsonb
-
-    @property
-    def sql_type(self) -> str:
-        return _SQL_TYPES[self]
-
-
-# Every kind must have its column type: a kind missing here fails at import, not at write.
-_SQL_TYPES = {Kind.TEXT: "text", Kind.INTEGER: "integer", Kind.BOOLEAN: "boolean",
-              Kind.DECIMAL: "numeric", Kind.DATETIME: "timestamptz", Kind.OBJECTS: "jsonb"}
-assert set(_SQL_TYPES) == set(Kind)
-
-# Kinds whose values are echoed in replies and compared as keys.
-KEY_KINDS = (Kind.TEXT, Kind.INTEGER, Kind.DATETIME)
+from schemas.kinds import KEY_KINDS, Kind
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.entity import INT32_MAX, INT32_MIN, Entity, Field, Kind
-
-# Every kind must have its schema: a kind missing here fails at import.
-_KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
-    Kind.TEXT: {"type": "string"},
-    Kind.INTEGER: {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
-    Kind.BOOLEAN: {"type": "boolean"},
-    Kind.DECIMAL: {"type": "number"},
-    Kind.DATETIME: {"type": "string", "format": "date-time"},
-    Kind.OBJECTS: {"type": "array", "items": {"type": "object"}},
-}
-assert set(_KIND_SCHEMAS) == set(Kind)
+from schemas.entity import Entity, Field
 
 
 def field_schema(field: Field) -> dict[str, Any]:
-    schema = dict(_KIND_SCHEMAS[field.kind])
+    schema = dict(field.kind.spec.json_schema)
     if field.min_length is not None:
         schema["minLength"] = field.min_length
     if field.max_length is not None:

@@ -8,43 +8,23 @@ for the slower path that names each offending field and matches names case-insen
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, NotRequired, Required
 
-from pydantic import ConfigDict, PlainValidator, StringConstraints, TypeAdapter
+from pydantic import ConfigDict, PlainValidator, TypeAdapter
 from pydantic import Field as PydanticField
 from typing_extensions import TypedDict
 
-from schemas.entity import INT32_MAX, INT32_MIN, Entity, Field, Kind
+from schemas.entity import Entity, Field
 
 # strict: JSON types must match exactly ("true" is no boolean, 1.5 no integer);
 # extra="forbid": a field that matches no field of the entity is an error.
 _CONFIG = ConfigDict(strict=True, extra="forbid")
 
 
-def _text(field: Field) -> Any:
-    return Annotated[str, StringConstraints(min_length=field.min_length,
-                                            max_length=field.max_length)]
-
-
-# The Python type of each kind.  Every kind must have one: a kind missing here fails at
-# import, never silently at validation.
-_TYPES: dict[Kind, Callable[[Field], Any]] = {
-    Kind.TEXT: _text,
-    Kind.INTEGER: lambda _: Annotated[int, PydanticField(ge=INT32_MIN, le=INT32_MAX)],
-    Kind.BOOLEAN: lambda _: bool,
-    # float, not Decimal: strict Decimal accepts JSON strings, which the API does not.
-    Kind.DECIMAL: lambda _: Annotated[float, PydanticField(allow_inf_nan=False)],
-    Kind.DATETIME: lambda _: dt.datetime,
-    Kind.OBJECTS: lambda _: list[dict[str, Any]],
-}
-assert set(_TYPES) == set(Kind)
-
-
 def _python_type(field: Field) -> Any:
-    base = _TYPES[field.kind](field)
+    base = field.kind.spec.python_type(field)
     if field.nullable:
         base = base | None
     return Required[base] if field.required else NotRequired[base]
@@ -86,3 +66,10 @@ def build_model(entity: Entity) -> EntityModel:
         item=TypeAdapter(item_type),  # type: ignore[arg-type]
         canonical={f.name.lower(): f.name for f in entity.fields},
     )
+
+
+@cache
+def model_for(entity: Entity) -> EntityModel:
+    """The validators of ``entity``, built the first time it is used: building those of
+    every entity would cost seconds and tens of megabytes at start."""
+    return build_model(entity)

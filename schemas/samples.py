@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from schemas.ddl import qualified
 from schemas.ddl import quote as quote_name
-from schemas.entity import Entity, Field, Kind
+from schemas.entity import Entity, Field
+from schemas.kinds import Kind
 from schemas.registry import Registry
 
 _DIGITS = string.digits + string.ascii_uppercase

@@ -17,11 +17,11 @@ import orjson
 
 from schemas.registry import default_registry
 from tests.support import amqp_url
-from worker.batch import Batch, Request, Validators, prepare_batch
+from worker.batch import Batch
+from worker.intake import prepare_batch
+from worker.request import Request
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE
-
-VALIDATORS = Validators(default_registry())
 
 
 def prepare(path: str, items: Any, *, message_id: str | None = None,
@@ -32,7 +32,7 @@ def prepare(path: str, items: Any, *, message_id: str | None = None,
     request = Request(body=orjson.dumps(items),
                       headers={"path": path, "vbasoftware-database": "demo"},
                       message_id=message_id, timestamp=timestamp)
-    return prepare_batch(request, settings, VALIDATORS, dt.datetime.now(dt.UTC))
+    return prepare_batch(request, settings, default_registry(), dt.datetime.now(dt.UTC))
 
 
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]

@@ -20,7 +20,8 @@ import asyncpg
 import pytest
 
 from schemas.ddl import qualified, quote
-from schemas.entity import Entity, Field, Kind
+from schemas.entity import Entity, Field
+from schemas.kinds import Kind
 from schemas.registry import default_registry
 from schemas.samples import Parents, changed_value, make_item, path_for, updatable_field
 from tests.conftest import running

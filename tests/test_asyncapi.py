@@ -151,9 +151,9 @@ def test_reply(doc: dict[str, Any]) -> None:
 
 
 def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
-    from worker import consumer, deadletters, identity, topology
-    from worker.batch import DATABASE_HEADER, PATH_HEADER
+    from worker import deadletters, topology, wire
     from worker.settings import RetrySettings
+    from worker.wire import DATABASE_HEADER, PATH_HEADER
 
     channels = doc["channels"]
     delays = channels["retries"]["parameters"]["delay"]["examples"]
@@ -172,13 +172,13 @@ def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     assert set(schemas["RequestHeaders"]["required"]) == {PATH_HEADER, DATABASE_HEADER}
     retry_headers = schemas["RetryHeaders"]["properties"]
-    assert {consumer.ATTEMPTS_HEADER, consumer.RECEIVED_AT_HEADER, identity.USER_HEADER,
-            identity.SIGNATURE_HEADER} <= set(retry_headers)
+    assert {wire.ATTEMPTS_HEADER, wire.RECEIVED_AT_HEADER, wire.USER_HEADER,
+            wire.SIGNATURE_HEADER} <= set(retry_headers)
     dead = resolve(doc, doc["components"]["messages"]["DeadLetter"]["headers"])
     assert "x-upsert-error-status" in dead["required"]
     assert dead["properties"]["x-upsert-error-status"]["type"] == "integer"
-    written = {h for h in deadletters._DROPPED_HEADERS if h.startswith("x-upsert-")}
-    assert written | {identity.USER_HEADER, identity.SIGNATURE_HEADER} <= set(dead["properties"])
+    written = {h for h in deadletters.DROPPED_HEADERS if h.startswith("x-upsert-")}
+    assert written | {wire.USER_HEADER, wire.SIGNATURE_HEADER} <= set(dead["properties"])
     receive = doc["operations"]["receiveDeadLetter"]
     assert receive["action"] == "receive"
     assert resolve(doc, receive["channel"])["address"] == topology.DEAD_QUEUE

@@ -13,11 +13,13 @@ import pytest
 from schemas.registry import default_registry
 from tests import samples
 from worker import errors
-from worker.batch import Batch, Request, Validators, prepare_batch
+from worker.batch import Batch
+from worker.intake import prepare_batch
+from worker.request import Request
 from worker.settings import Settings
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-VALIDATORS = Validators(default_registry())
+REGISTRY = default_registry()
 
 
 def settings(**databases: Any) -> Settings:
@@ -37,15 +39,15 @@ def prepare(path: str | None, items: Any = None, *, body: bytes | None = None,
     # json, not orjson: the tests send integers beyond 64 bits
     request = Request(body=json.dumps(items).encode() if body is None else body, headers=headers,
                       **props)
-    return prepare_batch(request, config or settings(), VALIDATORS, NOW)
+    return prepare_batch(request, config or settings(), REGISTRY, NOW)
 
 
 def answers(batch: Batch) -> list[tuple[int, str] | None]:
-    return [(o.status, o.body) if o else None for o in batch.outcomes]
+    return [(o.status, o.body) if o else None for o in batch.answers]
 
 
 def only_problem(path: str, item: dict[str, Any]) -> str:
-    (outcome,) = prepare(path, [item]).outcomes
+    (outcome,) = prepare(path, [item]).answers
     assert outcome is not None and outcome.status == 400
     return outcome.body
 
@@ -179,7 +181,7 @@ def test_decimal_amounts_are_json_numbers(value: Any, problem: str) -> None:
 
 def test_non_finite_numbers_are_refused() -> None:
     body = orjson.dumps([samples.export()]).replace(b"12.5", b"1e400")
-    (outcome,) = prepare(samples.EXPORTS_PATH, body=body).outcomes
+    (outcome,) = prepare(samples.EXPORTS_PATH, body=body).answers
     assert outcome is not None and outcome.status == 400
     assert outcome.body == "export_Amount: Input should be a finite number"
 
@@ -274,4 +276,4 @@ def test_batch_timestamp_orders_writes_else_receive_time() -> None:
 
 def test_empty_batch_is_valid_and_empty() -> None:
     batch = prepare(samples.BENEFIT_PATH, [])
-    assert batch.outcomes == [] and batch.rows == []
+    assert batch.answers == [] and batch.rows == []

@@ -26,12 +26,12 @@ async def test_batches_touch_only_the_database_they_name(vhost: str, dsn: str,
     settings = make_settings(vhost, {"east": {"dsn": dsn}, "west": {"dsn": second_dsn},
                                      "unused": {"dsn": "postgresql://127.0.0.1:1/none"}})
     async with running(settings) as worker, Producer(amqp_url(vhost)) as producer:
-        assert worker.processor.databases.open_names == []  # pools open on first use
+        assert worker.processor.databases.open_pools() == {}  # pools open on first use
         east = await producer.call(samples.ARMOR_PATH, [samples.armor(1)], database="east")
-        assert worker.processor.databases.open_names == ["east"]
+        assert list(worker.processor.databases.open_pools()) == ["east"]
         west = await producer.call(samples.ARMOR_PATH, [samples.armor(1), samples.armor(2)],
                                    database="west")
-        assert sorted(worker.processor.databases.open_names) == ["east", "west"]
+        assert sorted(worker.processor.databases.open_pools()) == ["east", "west"]
     assert [d["status"] for d in east.body["data"]] == [201]
     assert [d["status"] for d in west.body["data"]] == [201, 201]
     for target, expected in ((dsn, 1), (second_dsn, 2)):

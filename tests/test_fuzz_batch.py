@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 from schemas.registry import default_registry
 from tests import samples
 from worker import errors, identity
-from worker.batch import Request, Validators, header_text, prepare_batch
-from worker.consumer import _int_header, _time_header
+from worker.intake import prepare_batch
 from worker.replies import batch_reply, problem_reply
+from worker.request import Request
 from worker.settings import Settings
+from worker.wire import header_text, int_header, time_header
 
 REGISTRY = default_registry()
-VALIDATORS = Validators(REGISTRY)
 SETTINGS = Settings(
     databases={"demo": {"dsn": "postgresql://127.0.0.1/unused"},
                "guarded": {"dsn": "postgresql://127.0.0.1/unused", "producers": ["acme"]}},
@@ -177,19 +177,19 @@ def test_any_body_gets_exactly_one_answer_per_item(request: Request) -> None:
 
 def answer_once(request: Request) -> None:
     try:
-        batch = prepare_batch(request, SETTINGS, VALIDATORS, NOW)
+        batch = prepare_batch(request, SETTINGS, REGISTRY, NOW, "A")
     except errors.MessageRejected as e:
         assert e.status in REFUSAL_STATUSES
-        reply = orjson.loads(problem_reply(e.status, e.title, e.detail, request.path, "A"))
+        reply = orjson.loads(problem_reply(e, request.path, "A"))
         assert reply["data"] is None and reply["error"]["status"] == e.status
         assert reply["error"]["detail"]
         return
 
-    count = len(batch.outcomes)
+    count = len(batch.answers)
     assert count <= SETTINGS.limits.max_items
     to_write = [index for index, _ in batch.rows]
     assert to_write == sorted(set(to_write))
-    for index, outcome in enumerate(batch.outcomes):
+    for index, outcome in enumerate(batch.answers):
         # each item: answered already (400), or to be written, never both nor neither
         assert (outcome is None) == (index in to_write)
         if outcome is not None:
@@ -199,7 +199,7 @@ def answer_once(request: Request) -> None:
                     PROBLEM.match(problem), problem
     for index in to_write:  # as the store would
         batch.answer(index, 201, "Created")
-    reply = orjson.loads(batch_reply(batch, "A"))
+    reply = orjson.loads(batch_reply(batch))
     assert len(reply["data"]) == count and reply["error"] is None
     for entry in reply["data"]:
         assert [k["key"] for k in entry["id"]] == list(batch.entity.key)
@@ -213,9 +213,9 @@ def answer_once(request: Request) -> None:
        st.binary(max_size=50))
 def test_hostile_header_values_are_read_without_failing(headers: dict[str, Any],
                                                         payload: bytes) -> None:
-    assert _int_header(headers, "x-upsert-attempts") >= 0
-    assert _int_header(headers, "x-delivery-count") >= 0
-    received = _time_header(headers, "x-upsert-received-at")
+    assert int_header(headers, "x-upsert-attempts") >= 0
+    assert int_header(headers, "x-delivery-count") >= 0
+    received = time_header(headers, "x-upsert-received-at")
     assert received is None or received.tzinfo is not None
     assert header_text(headers, "path") is None or isinstance(header_text(headers, "path"), str)
     carried = identity.verified_user(b"key", headers, "/p", "demo", payload)

@@ -15,18 +15,13 @@ from tests import samples
 from tests.reliability_support import CountingConnection, prepare
 from worker.batch import Batch
 from worker.grouping import GroupCommitter
-from worker.replies import batch_reply
-from worker.store import StoredReply
+from worker.writer import RecordedReply
 
 T1 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 T2 = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
 
 
-def render(batch: Batch) -> tuple[int, bytes]:
-    return 207, batch_reply(batch, f"activity-{batch.message_id}")
-
-
-def answers(reply: StoredReply) -> list[tuple[int, str]]:
+def answers(reply: RecordedReply) -> list[tuple[int, str]]:
     return [(d["status"], d["body"]) for d in orjson.loads(reply.body)["data"]]
 
 
@@ -39,11 +34,11 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         await value.close()
 
 
-async def commit_queued(pool: asyncpg.Pool, batches: list[Batch]) -> list[StoredReply]:
+async def commit_queued(pool: asyncpg.Pool, batches: list[Batch]) -> list[RecordedReply]:
     """The first batch takes the only connection; the others queue behind it and go as
     one group once it is done."""
     committer = GroupCommitter(pool, connections=1, max_batches=32)
-    return list(await asyncio.gather(*(committer.commit(b, render) for b in batches)))
+    return list(await asyncio.gather(*(committer.commit(b) for b in batches)))
 
 
 async def transactions_of(db: asyncpg.Connection, ids: list[str]) -> set[int]:
@@ -210,7 +205,7 @@ async def test_small_batches_take_at_most_group_connections_transactions_at_a_ti
         committer = GroupCommitter(pool, connections=8, max_batches=32, group_connections=2)
         batches = [prepare(samples.BENEFIT_PATH, [samples.benefit(f"S{i}")],
                            message_id=f"s{i}") for i in range(12)]
-        replies = await asyncio.gather(*(committer.commit(b, render) for b in batches))
+        replies = await asyncio.gather(*(committer.commit(b) for b in batches))
     finally:
         await pool.close()
     assert all(answers(r) == [(201, "Created")] for r in replies)

@@ -26,7 +26,7 @@ from tests.operations_support import (
     write_config,
 )
 from tests.support import amqp_url, isolated_database, make_settings, rabbitmqctl
-from worker import deadletters
+from worker import deadletters, letters
 from worker.identity import SIGNATURE_HEADER, USER_HEADER
 from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
 
@@ -49,7 +49,7 @@ async def test_list_keeps_thousands_in_order(vhost: str, tmp_path: Path,
     again = await deadletters.list_dead_letters(settings)
     assert [d.id for d in again] == [r["id"] for r in rows]
     assert await dead_count(url) == 3000
-    assert deadletters.group_by_status(again) == {"404": 2000, "503": 1000}
+    assert letters.group_by_status(again) == {"404": 2000, "503": 1000}
 
 
 async def test_replay_subset_keeps_properties_and_order(vhost: str, tmp_path: Path,
@@ -204,7 +204,7 @@ async def test_replay_keeps_producer_identity_and_refuses_forgery(
         after = make_settings(vhost, {"demo": {"dsn": dsn},
                                       "late": {"dsn": late_dsn, "producers": [user]}})
         async with running(after):
-            outcome = await deadletters.replay(after, all_=True)
+            outcome = await deadletters.replay(after, deadletters.Selection(all_=True))
             assert len(outcome.done) == 3 and not outcome.failed
             answers = await acme.wait_for(sent, count=2)
             assert status_of(answers[1]) == 207

@@ -10,7 +10,7 @@ from tests import samples
 from tests.conftest import running
 from tests.reliability_support import prepare
 from tests.support import Producer, wait_until
-from worker import store
+from worker import expiry, writer
 from worker.settings import Settings
 from worker.statements import PROCESSED_LOOKUP
 
@@ -82,7 +82,7 @@ async def test_a_batch_without_message_id_is_written_each_time(
     try:
         for pend_flag in ("A", "B"):
             batch = prepare(samples.BENEFIT_PATH, [samples.benefit("B9", pend_Flag=pend_flag)])
-            stored = await store.commit_batch(pool, batch, lambda b: (207, b"{}"))
+            stored = await writer.commit_batch(pool, batch)
             assert not stored.replayed
     finally:
         await pool.close()
@@ -105,11 +105,11 @@ async def test_expiry_forgets_only_old_ids_in_chunks(dsn: str, db: asyncpg.Conne
     plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {PROCESSED_LOOKUP}", "new-1"))
     assert "upsert_processed_message_pkey" in plan and "Seq Scan" not in plan
 
-    monkeypatch.setattr(store, "EXPIRE_CHUNK_ROWS", 5000)
+    monkeypatch.setattr(expiry, "EXPIRE_CHUNK_ROWS", 5000)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        assert await store.expire_processed(pool, 7) == 12000
-        assert await store.expire_processed(pool, 7) == 0
+        assert await expiry.expire_processed(pool, 7) == 12000
+        assert await expiry.expire_processed(pool, 7) == 0
     finally:
         await pool.close()
     left = await db.fetchval("SELECT count(*) FROM vbapi.upsert_processed_message "

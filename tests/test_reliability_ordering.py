@@ -16,7 +16,7 @@ from tests.conftest import running
 from tests.reliability_support import prepare
 from tests.support import Producer, wait_until
 from worker.settings import Settings
-from worker.store import commit_batch
+from worker.writer import commit_batch
 
 T0 = dt.datetime(2024, 1, 1, 0, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=10)
@@ -71,7 +71,7 @@ async def test_rows_are_written_in_key_order_whatever_the_item_order(
     batch = prepare(samples.ARMOR_PATH, [samples.armor(k) for k in keys], message_id="order")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
-        await commit_batch(pool, batch, lambda b: (207, b"{}"))
+        await commit_batch(pool, batch)
     finally:
         await pool.close()
     written = [r[0] for r in await db.fetch(
@@ -181,11 +181,11 @@ async def test_a_serialization_failure_is_retried_in_place(dsn: str,
     batch = prepare(samples.ARMOR_PATH, [samples.armor(1)], message_id="flaky")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
-        stored = await commit_batch(pool, batch, lambda b: (207, b"{}"))
+        stored = await commit_batch(pool, batch)
     finally:
         await pool.close()
     assert not stored.replayed
-    assert batch.outcomes[0] is not None and batch.outcomes[0].status == 201
+    assert batch.answers[0] is not None and batch.answers[0].status == 201
     assert await db.fetchval("SELECT last_value FROM vbapi.failures") == 3
     assert conflicts("40001") == before + 2
 

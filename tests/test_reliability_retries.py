@@ -33,8 +33,8 @@ from tests.support import (
     make_settings,
 )
 from worker import errors
-from worker.batch import Request
-from worker.processor import Outcome, Processor
+from worker.processor import Answer, Processor
+from worker.request import Request
 from worker.service import Worker
 from worker.settings import Settings
 from worker.topology import REQUEST_QUEUE, declare_topology, retry_queue_name
@@ -230,7 +230,7 @@ class Broken(Processor):
         self.calls = 0
 
     async def process(self, request: Request, received_at: dt.datetime,
-                      activity_id: str) -> Outcome:
+                      activity_id: str) -> Answer:
         self.calls += 1
         raise ZeroDivisionError("a bug")
 

@@ -34,7 +34,8 @@ from tests.support import (
     wait_until,
 )
 from worker import errors
-from worker.batch import Request, Validators, prepare_batch
+from worker.intake import prepare_batch
+from worker.request import Request
 from worker.settings import Settings
 from worker.topology import REQUEST_QUEUE, retry_queue_name
 
@@ -157,7 +158,6 @@ def request(body: bytes, encoding: str | None = None) -> Request:
                    headers={"path": samples.BENEFIT_PATH, "vbasoftware-database": "demo"})
 
 
-VALIDATORS = Validators(default_registry())
 
 
 def refused_cheaply(req: Request, settings: Settings) -> tuple[str, float, int]:
@@ -166,7 +166,7 @@ def refused_cheaply(req: Request, settings: Settings) -> tuple[str, float, int]:
     started = time.perf_counter()
     try:
         with pytest.raises(errors.TooLarge) as raised:
-            prepare_batch(req, settings, VALIDATORS, dt.datetime.now(dt.UTC))
+            prepare_batch(req, settings, default_registry(), dt.datetime.now(dt.UTC))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -208,7 +208,7 @@ def test_one_item_with_too_many_fields_is_refused_before_validation() -> None:
 
 def test_a_full_batch_within_the_limits_is_accepted() -> None:
     items = [samples.benefit(f"B{i}", benefit_Description="a, {b}, c") for i in range(10_000)]
-    batch = prepare_batch(request(orjson.dumps(items)), limited(), VALIDATORS,
+    batch = prepare_batch(request(orjson.dumps(items)), limited(), default_registry(),
                           dt.datetime.now(dt.UTC))
     assert len(batch.rows) == 10_000
 

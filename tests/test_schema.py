@@ -12,12 +12,13 @@ import asyncpg
 import orjson
 import pytest
 
-from schemas.entity import Entity, Field, Kind, Parent, Table, audit_fields, integer, text
+from schemas.entity import Entity, Field, Parent, Table, audit_fields, integer, text
+from schemas.kinds import Kind
 from schemas.registry import Registry, default_registry
 from tests.support import isolated_database
-from worker.batch import Request
 from worker.migrations import MigrationRefused, migrate
 from worker.processor import Processor
+from worker.request import Request
 from worker.settings import Settings
 
 SEEDS = {"Benefit": ("/benefits-batch", "benefit"),

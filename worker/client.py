@@ -11,12 +11,7 @@ private queue), matched to their call by correlation id.  A call that times out 
 will be applied; publishing it again with the same ``message_id`` gets its reply and is
 never applied twice.
 
-Errors, one tree:
-
-    UpsertError
-    ├── UpsertTimeout      no reply within the timeout; the batch is safe in the queue
-    ├── ProblemError       a whole-message error (reply.problem): 400, 401, 403, 404, ...
-    └── ItemsFailed        raise_for_status(): some items were not 2xx
+Replies and errors are in :mod:`worker.client_reply`, and importable from here.
 """
 
 from __future__ import annotations
@@ -26,16 +21,27 @@ import datetime as dt
 import gzip
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from schemas.registry import default_registry
-from worker.batch import DATABASE_HEADER, PATH_HEADER
+from worker.client_reply import (
+    ItemResult,
+    ItemsFailed,
+    Problem,
+    ProblemError,
+    Reply,
+    UpsertError,
+    UpsertTimeout,
+)
 from worker.topology import REQUEST_EXCHANGE
+from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, PATH_HEADER
+
+__all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "Reply", "UpsertClient",
+           "UpsertError", "UpsertTimeout"]
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 GZIP_MIN_BYTES = 256 * 1024
@@ -44,105 +50,39 @@ GZIP_MIN_BYTES = 256 * 1024
 MANY_BATCH_SIZE = 1000
 
 
-class UpsertError(Exception):
-    """Base of the client's errors."""
 
 
-class UpsertTimeout(UpsertError, TimeoutError):
-    """No reply within the timeout.  The batch was confirmed by the broker and stays in the
-    queue: it will be applied.  Publish it again with the same message_id for its reply."""
+class ClientOptions(TypedDict, total=False):
+    """What an :class:`UpsertClient` is made with, all optional."""
 
-    def __init__(self, message_id: str, timeout_s: float) -> None:
-        super().__init__(f"no reply for batch {message_id} within {timeout_s:g} s; it was "
-                         f"confirmed by the broker and stays queued: publish it again with "
-                         f"message_id={message_id!r} to get its reply (never applied twice)")
-        self.message_id = message_id
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A whole-message error (RFC 7807)."""
-
-    status: int
-    title: str
-    detail: str | None
-    type: str
-    instance: str | None
+    database: str | None            # the database of every batch that names none
+    user_id: str | None             # the producer's AMQP user_id on every batch
+    timeout_s: float                # per call (default 60)
+    gzip_min_bytes: int             # bodies this long or longer are sent gzip-compressed
+    replies: str                    # "direct", "private" or a declared queue's name
+    connection: AbstractConnection | None  # an open connection to use instead of url's
+    parse_replies: bool             # False: replies' bodies are not looked into
+    # Sees every reply this client receives, awaited or not (a replayed batch's second
+    # reply, say).
+    on_reply: Callable[[AbstractIncomingMessage], None] | None
 
 
-class ProblemError(UpsertError):
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(f"{problem.status} {problem.title}: {problem.detail}")
-        self.problem = problem
+class SendOptions(TypedDict, total=False):
+    """What one batch is sent with, all optional: its identity, and AMQP properties."""
 
-
-@dataclass(frozen=True)
-class ItemResult:
-    """The answer for one item: 201, 200, 400, 404, 409 or 500."""
-
-    status: int
-    id: list[dict[str, Any]]
-    body: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-class ItemsFailed(UpsertError):
-    def __init__(self, failed: list[tuple[int, ItemResult]]) -> None:
-        shown = "; ".join(f"item {i}: {r.status} {r.body}" for i, r in failed[:5])
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-        super().__init__(f"{len(failed)} items failed: {shown}{more}")
-        self.failed = failed
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The worker's reply to one batch."""
-
-    status: int                      # 207, or the problem's status
-    body: bytes                      # as the worker sent it
-    headers: dict[str, Any]
-    message_id: str
-    items: list[ItemResult] = field(default_factory=list)
-    problem: Problem | None = None
-    activity_id: str | None = None
-    # The reply message itself, for its AMQP properties.
-    message: AbstractIncomingMessage | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def parse(cls, message: AbstractIncomingMessage, message_id: str, *,
-              body: bool = True) -> Reply:
-        """The reply in ``message``; with ``body=False`` its body is not looked into (a
-        benchmark's peers answer with other bodies)."""
-        headers = dict(message.headers or {})
-        status = headers.get("status")
-        if not body:
-            return cls(status=int(status) if isinstance(status, int) else 0,
-                       body=message.body, headers=headers, message_id=message_id,
-                       message=message)
-        decoded = orjson.loads(message.body)
-        error = decoded.get("error")
-        problem = None if not error else Problem(
-            status=int(error.get("status", 0)), title=str(error.get("title", "")),
-            detail=error.get("detail"), type=str(error.get("type", "about:blank")),
-            instance=error.get("instance"))
-        items = [ItemResult(int(d["status"]), d["id"], d["body"])
-                 for d in decoded.get("data") or []]
-        return cls(status=int(status) if isinstance(status, int) else 0, body=message.body,
-                   headers=headers, message_id=message_id, items=items, problem=problem,
-                   activity_id=(decoded.get("debug") or {}).get("activityID"),
-                   message=message)
-
-    def raise_for_status(self) -> Reply:
-        """Raise ProblemError for a whole-message error, ItemsFailed if any item is not 2xx."""
-        if self.problem is not None:
-            raise ProblemError(self.problem)
-        failed = [(i, r) for i, r in enumerate(self.items) if not r.ok]
-        if failed:
-            raise ItemsFailed(failed)
-        return self
+    database: str | None
+    message_id: str | None          # chosen if not given; the key of exactly-once
+    correlation_id: str | None      # the message_id if not given
+    user_id: str | None
+    timestamp: dt.datetime | None   # now if not given; orders writes of the same record
+    headers: dict[str, Any] | None  # more headers
+    routing_key: str | None         # the entity's name, from the path, if not given
+    content_type: str
+    content_encoding: str
+    expiration: int | str | None
+    priority: int | None
+    type: str | None
+    app_id: str | None
 
 
 class UpsertClient:
@@ -154,25 +94,20 @@ class UpsertClient:
     that none is lost with a dropped connection).
     """
 
-    def __init__(self, url: str, *, database: str | None = None, user_id: str | None = None,
-                 timeout_s: float = 60.0, gzip_min_bytes: int = GZIP_MIN_BYTES,
-                 replies: str = "direct", connection: aio_pika.abc.AbstractConnection | None
-                 = None, parse_replies: bool = True,
-                 on_reply: Callable[[AbstractIncomingMessage], None] | None = None) -> None:
+    def __init__(self, url: str, **options: Unpack[ClientOptions]) -> None:
+        replies = options.get("replies", "direct")
         if not replies:
             raise ValueError("replies must be 'direct', 'private' or a queue name")
         self.url = url
-        self.database = database
-        self.user_id = user_id
-        self.timeout_s = timeout_s
-        self.gzip_min_bytes = gzip_min_bytes
+        self.database = options.get("database")
+        self.user_id = options.get("user_id")
+        self.timeout_s = options.get("timeout_s", 60.0)
+        self.gzip_min_bytes = options.get("gzip_min_bytes", GZIP_MIN_BYTES)
         self.replies = replies
-        self.connection = connection
-        self.parse_replies = parse_replies
-        # Sees every reply this client receives, awaited or not (a replayed batch's
-        # second reply, say).
-        self.on_reply = on_reply
-        self._own_connection = connection is None
+        self.connection = options.get("connection")
+        self.parse_replies = options.get("parse_replies", True)
+        self.on_reply = options.get("on_reply")
+        self._own_connection = self.connection is None
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
         self._acks = False
@@ -234,19 +169,23 @@ class UpsertClient:
             except Exception:
                 pass  # channel gone: the reply comes again, and is handled again alike
 
-    async def send(self, path: str | None, items: Sequence[Any] | bytes, *,
-                   database: str | None = None, message_id: str | None = None,
-                   correlation_id: str | None = None, user_id: str | None = None,
-                   timestamp: dt.datetime | None = None, headers: dict[str, Any] | None = None,
-                   routing_key: str | None = None, **properties: Any) -> asyncio.Future[Reply]:
+    async def send(self, path: str | None, items: Sequence[Any] | bytes,
+                   **options: Unpack[SendOptions]) -> asyncio.Future[Reply]:
         """Publish one batch and return, once the broker confirmed it, a future of its reply.
 
-        ``items`` is a list (encoded as JSON) or the body's bytes as they are.  Further
-        ``properties`` (content_type, content_encoding, expiration, ...) go on the message.
+        ``items`` is a list (encoded as JSON) or the body's bytes as they are.  The AMQP
+        properties among the ``options`` (content_type, content_encoding, expiration, ...)
+        go on the message as they are.
         """
+        properties: dict[str, Any] = dict(options)
+        database = properties.pop("database", None)
+        user_id = properties.pop("user_id", None)
+        timestamp = properties.pop("timestamp", None)
+        headers = properties.pop("headers", None)
+        routing_key = properties.pop("routing_key", None)
         body = items if isinstance(items, bytes) else orjson.dumps(items)
-        message_id = message_id or uuid.uuid4().hex
-        correlation_id = correlation_id or message_id
+        message_id = properties.pop("message_id", None) or uuid.uuid4().hex
+        correlation_id = properties.pop("correlation_id", None) or message_id
         if len(body) >= self.gzip_min_bytes and "content_encoding" not in properties:
             body = gzip.compress(body, compresslevel=5)
             properties["content_encoding"] = "gzip"
@@ -256,7 +195,7 @@ class UpsertClient:
         target = database or self.database
         if target is not None:
             all_headers.setdefault(DATABASE_HEADER, target)
-        properties.setdefault("content_type", "application/json")
+        properties.setdefault("content_type", JSON_CONTENT_TYPE)
         if routing_key is None:
             route = default_registry().route(path or "")
             routing_key = route.entity.name if route else "unknown"
@@ -278,7 +217,7 @@ class UpsertClient:
         return future
 
     async def upsert(self, path: str, items: Sequence[Any] | bytes, *,
-                     timeout_s: float | None = None, **options: Any) -> Reply:
+                     timeout_s: float | None = None, **options: Unpack[SendOptions]) -> Reply:
         """Publish one batch and wait for its reply (see :meth:`send` for the options)."""
         # Chosen here, not in send(), so that a timeout can name it (None means: choose).
         message_id = options["message_id"] = options.get("message_id") or uuid.uuid4().hex
@@ -292,21 +231,21 @@ class UpsertClient:
 
     async def upsert_many(self, path: str, items: Sequence[Any], *,
                           batch_size: int = MANY_BATCH_SIZE, concurrency: int = 8,
-                          message_id: str | None = None, **options: Any) -> list[ItemResult]:
+                          **options: Unpack[SendOptions]) -> list[ItemResult]:
         """Split ``items`` into batches of ``batch_size``, send them concurrently, and return
         every item's result in the order of ``items``.  Batch i gets the message id
         ``<message_id>-<i>``, so calling again with the same message_id is never applied
         twice.  A whole-message error of any batch raises ProblemError."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        base = message_id or uuid.uuid4().hex
+        base = options.pop("message_id", None) or uuid.uuid4().hex
         chunks = [items[at:at + batch_size] for at in range(0, len(items), batch_size)]
         limit = asyncio.Semaphore(concurrency)
 
         async def one(index: int, chunk: Sequence[Any]) -> list[ItemResult]:
+            chunk_options: SendOptions = {**options, "message_id": f"{base}-{index}"}
             async with limit:
-                reply = await self.upsert(path, chunk, message_id=f"{base}-{index}",
-                                          **options)
+                reply = await self.upsert(path, chunk, **chunk_options)
             if reply.problem is not None:
                 raise ProblemError(reply.problem)
             return reply.items

@@ -17,31 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aio_pika
-import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from schemas.registry import default_registry
-from worker.batch import DATABASE_HEADER, PATH_HEADER, decode_body
-from worker.identity import USER_HEADER
+from worker.letters import DeadLetter, dead_letters
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, declare_topology
+from worker.wire import (
+    ATTEMPTS_HEADER,
+    DEAD_ACTIVITY_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    DEATH_HEADER,
+    DEATH_HEADER_PREFIXES,
+    DELIVERY_COUNT_HEADER,
+    ERROR_DETAIL_HEADER,
+    ERROR_STATUS_HEADER,
+    ERROR_TITLE_HEADER,
+    RECEIVED_AT_HEADER,
+    republished,
+)
 
-ID_HEADER = "x-upsert-activity-id"
 # What the worker added when it dead-lettered the batch, and what the broker added on the
 # way: a replayed batch starts afresh without them.  The signed identity headers stay.
-_DROPPED_HEADERS = frozenset({
-    "x-upsert-error-status", "x-upsert-error-title", "x-upsert-error-detail",
-    "x-upsert-attempts", "x-upsert-dead-lettered-at", ID_HEADER, "x-upsert-received-at",
-    "x-delivery-count", "x-death",
+DROPPED_HEADERS = frozenset({
+    ERROR_STATUS_HEADER, ERROR_TITLE_HEADER, ERROR_DETAIL_HEADER, ATTEMPTS_HEADER,
+    DEAD_LETTERED_AT_HEADER, DEAD_ACTIVITY_HEADER, RECEIVED_AT_HEADER,
+    DELIVERY_COUNT_HEADER, DEATH_HEADER,
 })
-_DROPPED_PREFIXES = ("x-first-death-", "x-last-death-")
 # A holding read stops when the queue's count is reached, or when nothing came for this
 # long (another command may hold some of them).
 IDLE_STOP_S = 2.0
@@ -50,43 +56,18 @@ PROGRESS_EVERY = 500
 Progress = Callable[[str], None]
 
 
-@dataclass
-class DeadLetter:
-    """One dead-lettered batch as read from the queue (position 1 is the head)."""
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters a command acts on: all of them, those with these ids, or those
+    that failed with this status."""
 
-    id: str
-    position: int
-    database: str | None
-    path: str | None
-    entity: str | None
-    item_count: int | None
-    error_status: int | None
-    error_title: str | None
-    error_detail: str | None
-    attempts: int | None
-    dead_lettered_at: str | None
-    user_id: str | None
-    properties: dict[str, Any]
-    headers: dict[str, Any]
-    body: bytes
-    message: AbstractIncomingMessage = field(repr=False)
-
-    def row(self) -> dict[str, Any]:
-        """The summary ``dlq list`` shows."""
-        return {"id": self.id, "database": self.database, "path": self.path,
-                "entity": self.entity, "items": self.item_count,
-                "status": self.error_status, "title": self.error_title,
-                "attempts": self.attempts, "dead_lettered_at": self.dead_lettered_at}
-
-    def details(self, settings: Settings) -> dict[str, Any]:
-        """Everything, the body decoded as JSON where it is JSON (``dlq show``)."""
-        return {**self.row(), "position": self.position, "detail": self.error_detail,
-                "carried_user_id": self.user_id, "properties": self.properties,
-                "headers": self.headers, "body": _readable_body(self, settings)}
+    all_: bool = False
+    ids: Sequence[str] = ()
+    status: int | None = None
 
 
 @dataclass
-class Outcome:
+class CommandResult:
     """What ``replay`` or ``purge`` did: ids done, ids not found, failures by id."""
 
     done: list[DeadLetter] = field(default_factory=list)
@@ -101,14 +82,13 @@ class Holding:
         self.letters = letters
         self.connection = connection
 
-    def select(self, *, all_: bool = False, ids: Iterable[str] = (),
-               status: int | None = None) -> tuple[list[DeadLetter], list[str]]:
+    def select(self, selection: Selection) -> tuple[list[DeadLetter], list[str]]:
         """The chosen dead letters in queue order, and the requested ids not found."""
-        if all_:
+        if selection.all_:
             return list(self.letters), []
-        if status is not None:
-            return [d for d in self.letters if d.error_status == status], []
-        wanted = list(dict.fromkeys(ids))
+        if selection.status is not None:
+            return [d for d in self.letters if d.error_status == selection.status], []
+        wanted = list(dict.fromkeys(selection.ids))
         chosen = set(wanted)
         found = [d for d in self.letters if d.id in chosen]
         known = {d.id for d in found}
@@ -151,7 +131,7 @@ async def holding(settings: Settings, progress: Progress | None = None
             await queue.cancel(tag)
         # Delivery tags grow in delivery order, which is queue order.
         received.sort(key=lambda message: message.delivery_tag or 0)
-        letters = _dead_letters(received, settings)
+        letters = dead_letters(received, settings)
         try:
             yield Holding(letters, connection)
         finally:
@@ -167,14 +147,13 @@ async def list_dead_letters(settings: Settings, progress: Progress | None = None
         return held.letters
 
 
-async def replay(settings: Settings, *, all_: bool = False, ids: Iterable[str] = (),
-                 status: int | None = None, dry_run: bool = False,
-                 progress: Progress | None = None) -> Outcome:
+async def replay(settings: Settings, selection: Selection, *, dry_run: bool = False,
+                 progress: Progress | None = None) -> CommandResult:
     """Republish the chosen dead letters to ``vbapi`` as their producers sent them, and
     remove each from the queue once the broker confirmed its republish."""
     async with holding(settings, progress) as held:
-        chosen, missing = held.select(all_=all_, ids=ids, status=status)
-        outcome = Outcome(missing=missing)
+        chosen, missing = held.select(selection)
+        outcome = CommandResult(missing=missing)
         if dry_run:
             outcome.done = chosen
             return outcome
@@ -202,12 +181,12 @@ async def replay(settings: Settings, *, all_: bool = False, ids: Iterable[str] =
         return outcome
 
 
-async def purge(settings: Settings, *, all_: bool = False, ids: Iterable[str] = (),
-                progress: Progress | None = None) -> Outcome:
+async def purge(settings: Settings, selection: Selection,
+                progress: Progress | None = None) -> CommandResult:
     """Delete the chosen dead letters; the others stay, in order."""
     async with holding(settings, progress) as held:
-        chosen, missing = held.select(all_=all_, ids=ids)
-        outcome = Outcome(missing=missing)
+        chosen, missing = held.select(selection)
+        outcome = CommandResult(missing=missing)
         for letter in chosen:
             await letter.message.ack()
             outcome.done.append(letter)
@@ -222,115 +201,5 @@ def replayed_message(letter: DeadLetter) -> aio_pika.Message:
     publishing connection's own), nor an identity signed here."""
     message = letter.message
     headers = {k: v for k, v in (message.headers or {}).items()
-               if k not in _DROPPED_HEADERS and not k.startswith(_DROPPED_PREFIXES)}
-    return aio_pika.Message(
-        body=message.body, headers=headers, content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=message.priority,
-        correlation_id=message.correlation_id, reply_to=message.reply_to,
-        message_id=message.message_id, timestamp=message.timestamp, type=message.type,
-        app_id=message.app_id)
-
-
-def group_by_status(letters: Iterable[DeadLetter]) -> dict[str, int]:
-    """Dead letters counted by error status ("none" where the header is missing)."""
-    counts: dict[str, int] = {}
-    for letter in letters:
-        key = str(letter.error_status) if letter.error_status is not None else "none"
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _dead_letters(messages: list[AbstractIncomingMessage], settings: Settings
-                  ) -> list[DeadLetter]:
-    registry = default_registry()
-    seen: dict[str, int] = {}
-    letters = []
-    for position, message in enumerate(messages, 1):
-        headers = {k: _plain(v) for k, v in (message.headers or {}).items()}
-        path = _text(headers.get(PATH_HEADER))
-        route = registry.route(path) if path else None
-        base = (_text(headers.get(ID_HEADER)) or message.message_id
-                or hashlib.sha256(message.body).hexdigest()[:16])
-        # Ids must pick one dead letter; a copy (e.g. published twice by hand) gets a suffix.
-        seen[base] = seen.get(base, 0) + 1
-        letter_id = base if seen[base] == 1 else f"{base}~{seen[base]}"
-        letters.append(DeadLetter(
-            id=letter_id, position=position, database=_text(headers.get(DATABASE_HEADER)),
-            path=path, entity=route.entity.name if route else None,
-            item_count=_item_count(message, settings),
-            error_status=_int(headers.get("x-upsert-error-status")),
-            error_title=_text(headers.get("x-upsert-error-title")),
-            error_detail=_text(headers.get("x-upsert-error-detail")),
-            attempts=_int(headers.get("x-upsert-attempts")),
-            dead_lettered_at=_text(headers.get("x-upsert-dead-lettered-at")),
-            user_id=_text(headers.get(USER_HEADER)),
-            properties=_properties(message), headers=headers, body=message.body,
-            message=message))
-    return letters
-
-
-def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
-    values = {
-        "message_id": message.message_id, "correlation_id": message.correlation_id,
-        "reply_to": message.reply_to,
-        "timestamp": message.timestamp.isoformat() if message.timestamp else None,
-        "content_type": message.content_type, "content_encoding": message.content_encoding,
-        "type": message.type, "app_id": message.app_id, "priority": message.priority,
-        "body_bytes": len(message.body),
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _decoded_body(letter_body: bytes, encoding: str | None, settings: Settings) -> bytes | None:
-    try:
-        return decode_body(letter_body, encoding, settings)
-    except Exception:
-        return None
-
-
-def _item_count(message: AbstractIncomingMessage, settings: Settings) -> int | None:
-    raw = _decoded_body(message.body, message.content_encoding, settings)
-    try:
-        items = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    return len(items) if isinstance(items, list) else None
-
-
-def _readable_body(letter: DeadLetter, settings: Settings) -> Any:
-    raw = _decoded_body(letter.body, letter.message.content_encoding, settings)
-    if raw is None:
-        return {"undecodable_bytes": len(letter.body)}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")
-
-
-def _plain(value: Any) -> Any:
-    """Header values as JSON-friendly Python values."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
+               if k not in DROPPED_HEADERS and not k.startswith(DEATH_HEADER_PREFIXES)}
+    return republished(message, headers)

@@ -8,7 +8,13 @@
     │   ├── NotFound               404  no endpoint for the path, or database not configured
     │   ├── TooLarge               413  body, decompressed body or item count over the limit
     │   └── UnsupportedMediaType   415  content type other than JSON
-    └── TransientFailure       retried later through the delay queues; 503 after the last try
+    ├── TransientFailure       retried later through the delay queues; 503 after the last try
+    └── InternalFailure        500  a bug: retried like a transient failure, then dead-lettered
+        └── PoisonMessage      500  delivered too often without reaching an outcome
+
+Every whole-message reply is built from one of these: its class says the status, the
+title and the problem type.  A class that sets its own status must set its own problem
+type too, or it fails at import (a reply never silently gets ``about:blank``).
 
 Database errors are sorted into these by :func:`classify_database_error`, the one place
 that decides by SQLSTATE class and exception type.  Two finer questions are answered here
@@ -25,7 +31,21 @@ import asyncpg
 
 
 class UpsertError(Exception):
-    """Base of every error the worker raises on purpose."""
+    """Base of every error the worker raises on purpose: a whole-message answer."""
+
+    status = 500
+    title = "Internal Server Error"
+    # The problem types the original (ASP.NET) API answers with.
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.6.1"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "status" in cls.__dict__ and "problem_type" not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} sets status {cls.status} but no problem_type")
 
 
 class MessageRejected(UpsertError):
@@ -33,40 +53,41 @@ class MessageRejected(UpsertError):
 
     status = 400
     title = "Bad Request"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.1"
 
 
 class MalformedMessage(MessageRejected):
-    status = 400
     title = "Malformed message"
 
 
 class Unauthenticated(MessageRejected):
     status = 401
     title = "Unauthorized"
+    problem_type = "https://tools.ietf.org/html/rfc7235#section-3.1"
 
 
 class Forbidden(MessageRejected):
     status = 403
     title = "Forbidden"
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.3"
 
 
 class NotFound(MessageRejected):
     status = 404
     title = "Not Found"
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.4"
 
 
 class TooLarge(MessageRejected):
     status = 413
     title = "Payload Too Large"
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.11"
 
 
 class UnsupportedMediaType(MessageRejected):
     status = 415
     title = "Unsupported Media Type"
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.13"
 
 
 class TransientFailure(UpsertError):
@@ -74,6 +95,21 @@ class TransientFailure(UpsertError):
 
     status = 503
     title = "Service Unavailable"
+    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.6.4"
+
+
+class InternalFailure(UpsertError):
+    """An unexpected failure (a bug): retried a few times, then answered and dead-lettered."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> InternalFailure:
+        return cls(f"unexpected failure: {type(exc).__name__}")
+
+
+class PoisonMessage(InternalFailure):
+    """Delivered more often than allowed without an outcome: it keeps killing workers."""
+
+    title = "Poison message"
 
 
 # SQLSTATEs that go away by themselves.  Classes: 08 connection exceptions, 40 transaction

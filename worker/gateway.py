@@ -39,9 +39,9 @@ from worker.gateway_openapi import openapi_document
 from worker.logs import get_logger
 from worker.settings import Settings
 from worker.topology import declare_topology
+from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE
 
 log = get_logger("worker.gateway")
-JSON = "application/json"
 # A name the gateway's broker user is not: publishing with it shows whether the broker
 # lets the gateway set other users' ids (the impersonator tag).
 _PROBE_USER = "upsert-gateway-impersonation-probe"
@@ -57,7 +57,7 @@ def _problem(status: int, title: str, detail: str, path: str,
             "error": {"type": "about:blank", "title": title, "status": status,
                       "detail": detail, "instance": path},
             "debug": debug}
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_CONTENT_TYPE)
 
 
 class Gateway:
@@ -159,7 +159,7 @@ class Gateway:
                 properties[name] = request.headers[header]
         try:
             reply = await self.client.upsert(
-                path, body, database=request.headers.get("vbasoftware-database"),
+                path, body, database=request.headers.get(DATABASE_HEADER),
                 message_id=message_id, user_id=user_id, **properties)
         except UpsertTimeout:
             return _problem(504, "Gateway Timeout",
@@ -172,12 +172,12 @@ class Gateway:
             log.warning("publish failed", path=path, message_id=message_id, error=str(e))
             return _problem(503, "Service Unavailable", f"the batch could not be queued: "
                             f"{e}", path, messageID=message_id)
-        return Response(reply.body, status_code=reply.status or 500, media_type=JSON)
+        return Response(reply.body, status_code=reply.status or 500, media_type=JSON_CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:  # built on first use: start-up stays fast
             self._openapi = orjson.dumps(openapi_document(default_registry()))
-        return Response(self._openapi, media_type=JSON)
+        return Response(self._openapi, media_type=JSON_CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"ok\n", media_type="text/plain")

@@ -8,6 +8,7 @@ from typing import Any
 from schemas.entity import Entity
 from schemas.jsonschema import PROBLEM_SCHEMA, REPLY_SCHEMA, item_schema
 from schemas.registry import Registry
+from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE
 
 _PARAM = re.compile(r"\{([^}]+)\}")
 _PROBLEMS = {"400": "malformed message", "401": "no valid API key, or no user for a "
@@ -19,8 +20,8 @@ _PROBLEMS = {"400": "malformed message", "401": "no valid API key, or no user fo
 
 
 def _operation(entity: Entity) -> dict[str, Any]:
-    reply = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reply"}}}}
-    parameters = [{"name": "vbasoftware-database", "in": "header", "required": True,
+    reply = {"content": {JSON_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Reply"}}}}
+    parameters = [{"name": DATABASE_HEADER, "in": "header", "required": True,
                    "schema": {"type": "string"}},
                   {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string"},
@@ -31,7 +32,7 @@ def _operation(entity: Entity) -> dict[str, Any]:
         "operationId": f"upsert_batch_{entity.table}",
         "summary": f"Create or Update Batch {entity.name}",
         "parameters": parameters,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "requestBody": {"required": True, "content": {JSON_CONTENT_TYPE: {"schema": {
             "type": "array", "items": {"$ref": f"#/components/schemas/{entity.name}"}}}}},
         "responses": {"207": {"description": "one result per item, in order", **reply},
                       **{status: {"description": text, **reply}

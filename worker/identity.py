@@ -15,8 +15,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-USER_HEADER = "x-upsert-user-id"
-SIGNATURE_HEADER = "x-upsert-user-sig"
+from worker.wire import SIGNATURE_HEADER, USER_HEADER
 
 
 def _digest(key: bytes, user_id: str, path: str, database: str, body: bytes) -> str:

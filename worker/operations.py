@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from worker import deadletters
+from worker.letters import DeadLetter
 from worker.queue_status import broker_status
 from worker.settings import Settings
 
@@ -49,7 +50,7 @@ def print_status(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-def _letter_rows(letters: Iterable[deadletters.DeadLetter]) -> str:
+def _letter_rows(letters: Iterable[DeadLetter]) -> str:
     return _table(
         ("ID", "DATABASE", "PATH", "ENTITY", "ITEMS", "STATUS", "TITLE", "ATTEMPTS",
          "DEAD-LETTERED AT"),
@@ -78,7 +79,7 @@ def print_dead_letter(settings: Settings, letter_id: str) -> int:
     return 0
 
 
-def _report(outcome: deadletters.Outcome, verb: str) -> int:
+def _report(outcome: deadletters.CommandResult, verb: str) -> int:
     for missing in outcome.missing:
         print(f"upsert-worker: no dead letter {missing}", file=sys.stderr)
     for letter_id, error in outcome.failed.items():
@@ -88,8 +89,9 @@ def _report(outcome: deadletters.Outcome, verb: str) -> int:
 
 def replay_dead_letters(settings: Settings, *, all_: bool, ids: Sequence[str],
                         status: int | None, dry_run: bool) -> int:
-    outcome = asyncio.run(deadletters.replay(settings, all_=all_, ids=ids, status=status,
-                                             dry_run=dry_run, progress=_progress))
+    selection = deadletters.Selection(all_=all_, ids=ids, status=status)
+    outcome = asyncio.run(deadletters.replay(settings, selection, dry_run=dry_run,
+                                             progress=_progress))
     if dry_run:
         if outcome.done:
             print(_letter_rows(outcome.done))
@@ -108,7 +110,8 @@ def purge_dead_letters(settings: Settings, *, all_: bool, ids: Sequence[str],
         print("upsert-worker: purge deletes dead letters for good; add --yes to confirm",
               file=sys.stderr)
         return 2
-    outcome = asyncio.run(deadletters.purge(settings, all_=all_, ids=ids, progress=_progress))
+    outcome = asyncio.run(deadletters.purge(settings, deadletters.Selection(all_=all_, ids=ids),
+                                            progress=_progress))
     for letter in outcome.done:
         print(f"purged {letter.id} ({letter.database} {letter.path})")
     print(f"purged {len(outcome.done)}")

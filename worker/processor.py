@@ -1,7 +1,7 @@
-"""One batch from request to outcome: batch (validate) -> store (write) -> replies.
+"""One batch from request to answer: intake (validate) -> writer (write) -> replies.
 
 Knows nothing of AMQP: the consumer hands it a :class:`~worker.batch.Request` and gets an
-:class:`Outcome` back, or a :class:`~worker.errors.TransientFailure` to retry later.
+:class:`Answer` back, or a :class:`~worker.errors.TransientFailure` to retry later.
 """
 
 from __future__ import annotations
@@ -18,34 +18,40 @@ import orjson
 from schemas.registry import Registry, default_registry
 from worker import errors
 from worker import metrics as m
-from worker.batch import Batch, Request, Validators, prepare_batch
 from worker.budget import ByteBudget
+from worker.errors import UpsertError
 from worker.grouping import GroupCommitter
+from worker.intake import prepare_batch
 from worker.migrations import migrate
-from worker.replies import MULTI_STATUS, batch_reply, item_counts, problem_reply
+from worker.pools import Databases
+from worker.replies import problem_reply, status_counts
+from worker.request import Request
 from worker.settings import Settings
 from worker.statements import PROCESSED_LOOKUP
-from worker.store import Databases
 
 
 @dataclass
-class Outcome:
-    """What to answer, and whether the request goes to the dead-letter queue."""
+class Answer:
+    """What the worker answers to one request, and whether the request goes to the
+    dead-letter queue (with the error that sent it there)."""
 
     status: int
     body: bytes
     entity: str | None
     database: str | None
     path: str | None
-    dead_letter: bool = False
-    title: str | None = None
-    detail: str | None = None
-    items: dict[int, int] = field(default_factory=dict)
+    error: UpsertError | None = None
+    # How many items got each status, and how many items there were.
+    status_counts: dict[int, int] = field(default_factory=dict)
     item_count: int = 0
     # True when a redelivery was answered from the recorded reply.
     replayed: bool = False
     # The activity id in the body: a recorded reply keeps the one of its first answer.
     activity_id: str | None = None
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.error is not None
 
 
 class Processor:
@@ -56,7 +62,6 @@ class Processor:
         self.settings = settings
         self.databases = databases or Databases(settings)
         self.registry = registry or default_registry()
-        self.validators = Validators(self.registry)
         self.budget = ByteBudget(settings.limits.max_bytes_in_progress)
         self._committers: dict[str, GroupCommitter] = {}
         # Databases whose schema this process has brought up to date.  One that was down
@@ -65,26 +70,24 @@ class Processor:
         self._migrating: dict[str, asyncio.Lock] = {}
 
     async def process(self, request: Request, received_at: dt.datetime,
-                      activity_id: str) -> Outcome:
+                      activity_id: str) -> Answer:
         """Answer the request, writing its valid items.  Raises TransientFailure."""
         async with self.budget.hold(len(request.body)):
             return await self._process(request, received_at, activity_id)
 
     async def _process(self, request: Request, received_at: dt.datetime,
-                       activity_id: str) -> Outcome:
+                       activity_id: str) -> Answer:
         try:
-            batch = prepare_batch(request, self.settings, self.validators, received_at)
+            batch = prepare_batch(request, self.settings, self.registry, received_at,
+                                  activity_id)
         except errors.MessageRejected as e:
-            return self.refusal(e.status, e.title, e.detail, request, activity_id)
-        def render(answered: Batch) -> tuple[int, bytes]:
-            return MULTI_STATUS, batch_reply(answered, activity_id)
-
+            return self.refusal(e, request, activity_id)
         up = m.DATABASE_UP.labels(database=batch.database)
         started = time.perf_counter()
         try:
             await self.ensure_migrated(batch.database)
             pool = await self.databases.pool(batch.database)
-            stored = await self._committer(batch.database, pool).commit(batch, render)
+            stored = await self._committer(batch.database, pool).commit(batch)
         except errors.TransientFailure:
             up.set(0)
             raise
@@ -92,12 +95,12 @@ class Processor:
         m.DB_WRITE_TIME.observe(time.perf_counter() - started)
         if stored.replayed:
             activity_id = orjson.loads(stored.body)["debug"]["activityID"]
-        return Outcome(status=stored.status, body=stored.body, entity=batch.entity.name,
-                       database=batch.database, path=batch.path, items=item_counts(batch),
-                       item_count=len(batch.outcomes), replayed=stored.replayed,
-                       activity_id=activity_id)
+        return Answer(status=stored.status, body=stored.body, entity=batch.entity.name,
+                      database=batch.database, path=batch.path,
+                      status_counts=status_counts(batch), item_count=len(batch.answers),
+                      replayed=stored.replayed, activity_id=activity_id)
 
-    async def recorded(self, request: Request) -> Outcome | None:
+    async def recorded(self, request: Request) -> Answer | None:
         """The recorded outcome of a batch whose writes committed (by message_id), else None.
 
         One indexed lookup and no decoding of the body, so it is safe even for a delivery
@@ -117,11 +120,11 @@ class Processor:
         reply = orjson.loads(body)
         route = self.registry.route(request.path) if request.path else None
         statuses = [item["status"] for item in reply.get("data") or []]
-        return Outcome(status=row["status"], body=body,
-                       entity=route.entity.name if route else None, database=database,
-                       path=request.path, items=dict(Counter(statuses)),
-                       item_count=len(statuses), replayed=True,
-                       activity_id=reply["debug"]["activityID"])
+        return Answer(status=row["status"], body=body,
+                      entity=route.entity.name if route else None, database=database,
+                      path=request.path, status_counts=dict(Counter(statuses)),
+                      item_count=len(statuses), replayed=True,
+                      activity_id=reply["debug"]["activityID"])
 
     async def ensure_migrated(self, name: str) -> None:
         """Migrate the database unless done already; TransientFailure while it is down."""
@@ -147,12 +150,10 @@ class Processor:
             self._committers[name] = committer
         return committer
 
-    def refusal(self, status: int, title: str, detail: str, request: Request,
-                activity_id: str) -> Outcome:
-        """A whole-message error reply; the request is dead-lettered."""
+    def refusal(self, error: UpsertError, request: Request, activity_id: str) -> Answer:
+        """A whole-message error reply, built from the error; the request is dead-lettered."""
         path = request.path
         route = self.registry.route(path) if path else None
-        return Outcome(status=status, body=problem_reply(status, title, detail, path, activity_id),
-                       entity=route.entity.name if route else None, database=request.database,
-                       path=path, dead_letter=True, title=title, detail=detail,
-                       activity_id=activity_id)
+        return Answer(status=error.status, body=problem_reply(error, path, activity_id),
+                      entity=route.entity.name if route else None, database=request.database,
+                      path=path, error=error, activity_id=activity_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import aio_pika
 import orjson
 
-from worker.client import Reply, UpsertClient
+from worker.client import Reply, SendOptions, UpsertClient
 from worker.settings import Settings
 from worker.topology import declare_topology
 
@@ -21,19 +23,18 @@ def format_reply(body: bytes) -> str:
     return f'{{\n  "data": [\n{items}\n  ]{rest}\n}}'
 
 
-async def publish_batch(settings: Settings, *, database: str, path: str, body: bytes,
-                        user_id: str | None = None, message_id: str | None = None,
-                        timeout_s: float = 60.0) -> Reply:
+async def publish_batch(settings: Settings, path: str, body: bytes, *, timeout_s: float = 60.0,
+                        **options: Unpack[SendOptions]) -> Reply:
     """Publish ``body`` as a batch to ``vbapi`` and return the worker's reply, through the
     client library.  The topology is declared first, so that a batch published before any
-    worker started waits in the queue.  Raises UpsertTimeout (a TimeoutError) when no reply
-    comes within ``timeout_s``."""
+    worker started waits in the queue.  ``options`` are the client's (database, user_id,
+    message_id, ...).  Raises UpsertTimeout (a TimeoutError) when no reply comes within
+    ``timeout_s``."""
     connection = await aio_pika.connect(settings.amqp.url.get_secret_value(),
                                         timeout=settings.amqp.connect_timeout_s)
     async with connection:
         channel = await connection.channel()
         await declare_topology(channel, settings.retry.delays_s)
         await channel.close()
-        async with UpsertClient("", connection=connection, database=database,
-                                user_id=user_id, timeout_s=timeout_s) as client:
-            return await client.upsert(path, body, message_id=message_id)
+        async with UpsertClient("", connection=connection, timeout_s=timeout_s) as client:
+            return await client.upsert(path, body, **options)

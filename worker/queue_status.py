@@ -22,7 +22,8 @@ import aio_pika
 import orjson
 from aiormq.exceptions import ChannelClosed
 
-from worker.deadletters import group_by_status, list_dead_letters
+from worker.deadletters import list_dead_letters
+from worker.letters import group_by_status
 from worker.settings import Settings
 from worker.topology import worker_queue_names
 

@@ -10,6 +10,7 @@ import aio_pika
 
 from worker import metrics as m
 from worker.consumer import Consumer
+from worker.expiry import expire_everywhere
 from worker.health import HealthServer
 from worker.logs import get_logger
 from worker.migrations import migrate
@@ -108,7 +109,8 @@ class Worker:
         while True:
             await asyncio.sleep(settings.processed_cleanup_interval_s)
             try:
-                await self.processor.databases.expire_processed(settings.processed_retention_days)
+                await expire_everywhere(self.processor.databases,
+                                        settings.processed_retention_days)
             except Exception as e:
                 log.warning("expiring processed message ids failed", error=repr(e))
 

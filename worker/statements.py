@@ -18,27 +18,20 @@ from schemas.entity import (
     UPDATE_DATE,
     UPDATE_USER,
     Entity,
-    Kind,
     Parent,
 )
-
-_ARRAY_TYPES = {
-    Kind.TEXT: "text[]",
-    Kind.INTEGER: "integer[]",
-    Kind.BOOLEAN: "boolean[]",
-    # Amounts arrive as JSON numbers (floats); float8 -> numeric keeps 15 significant
-    # digits, so 1234567.89 is stored as 1234567.89, not as the float's binary expansion.
-    Kind.DECIMAL: "float8[]",
-    Kind.DATETIME: "timestamptz[]",
-    Kind.OBJECTS: "jsonb[]",
-}
-assert set(_ARRAY_TYPES) == set(Kind)
+from schemas.kinds import Kind
 
 # Audit fields the item may leave out: the write time, and the producer's user name.
 _AUDIT_DEFAULTS = {ENTRY_DATE: "now()", UPDATE_DATE: "now()",
                    ENTRY_USER: "$user", UPDATE_USER: "$user"}
 # Written on create only: an update never changes them.
 _CREATE_ONLY = {ENTRY_DATE, ENTRY_USER}
+
+
+def _array_type(kind: Kind) -> str:
+    """The type of an array of values of ``kind`` as the worker sends them."""
+    return f"{kind.spec.wire_type}[]"
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def statements_for(entity: Entity) -> EntityStatements:
 
 def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:
     columns = [quote(c) for c in parent.columns]
-    args = ", ".join(f"${i + 1}::{_ARRAY_TYPES[entity.field_named(name).kind]}"
+    args = ", ".join(f"${i + 1}::{_array_type(entity.field_named(name).kind)}"
                      for i, name in enumerate(parent.fields))
     match = " AND ".join(f"p.{c} = k.{c}" for c in columns)
     return ParentCheck(parent, (
@@ -97,7 +90,7 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
     columns = [quote(f.column) for f in entity.fields]
     # The row set's columns are the JSON names, quoted, so the objects are read as they are;
     # a key an item left out reads as NULL.
-    record_columns = [f'{quote(f.name)} {_ARRAY_TYPES[f.kind].removesuffix("[]")}'
+    record_columns = [f'{quote(f.name)} {f.kind.spec.wire_type}'
                       for f in entity.fields]
     if per_row:
         record_columns += [f'"{ROW_USER}" text', f'"{ROW_SOURCE_TS}" timestamptz',
@@ -140,7 +133,7 @@ def lock_rows_statement(entity: Entity) -> str:
     it up front, keys sorted as a single batch's upsert takes them (store.group_by_key), so
     that groups and single batches lock in one global order and do not deadlock."""
     key_fields = entity.key_fields
-    args = ", ".join(f"${i + 1}::{_ARRAY_TYPES[f.kind]}" for i, f in enumerate(key_fields))
+    args = ", ".join(f"${i + 1}::{_array_type(f.kind)}" for i, f in enumerate(key_fields))
     columns = [quote(f.column) for f in key_fields]
     match = " AND ".join(f"t.{c} = k.{c}" for c in columns)
     # FOR UPDATE locks above the sort, so rows are locked in ORDER BY order.

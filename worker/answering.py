@@ -1,0 +1,116 @@
+"""How the database's results become each item's answer, pure: rows grouped by key, the
+201/200/409 of an upsert's RETURNING, the 404 of a missing parent, the 400 of a value the
+database refused.  The writer (worker/writer.py) runs the statements; this says what they
+mean for every item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.entity import ENTRY_DATE, ENTRY_USER
+from worker.batch import CREATED_BODY, STALE_BODY, UPDATED_BODY, Batch, ItemStatus
+from worker.statements import EntityStatements
+
+Key = tuple[Any, ...]
+Row = tuple[int, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class KeyGroup:
+    """All valid items of one key, in request order, and the row that is written for them."""
+
+    key: Key
+    indexes: list[int]
+    row: dict[str, Any]
+
+
+def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> list[KeyGroup]:
+    """Items of one key collapse into one row: the last item's values, as applying them one
+    by one would leave, but the first item's entry_* fields, which an update never changes.
+    Groups come sorted by key, so concurrent batches lock rows in one global order."""
+    key_fields = batch.entity.key
+    if len(key_fields) == 1:
+        (name,) = key_fields
+        keys = [(row[name],) for _, row in rows]
+    else:
+        keys = [tuple(map(row.__getitem__, key_fields)) for _, row in rows]
+    if len(set(keys)) == len(keys):  # the usual batch: no key twice, a group per item
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
+    groups: dict[Key, KeyGroup] = {}
+    for index, row in rows:
+        key = tuple(map(row.__getitem__, key_fields))  # per item: the cheapest spelling
+        group = groups.get(key)
+        if group is None:
+            groups[key] = KeyGroup(key, [index], row)
+        else:
+            first = group.row
+            group.indexes.append(index)
+            group.row = {**row, ENTRY_DATE: first.get(ENTRY_DATE),
+                         ENTRY_USER: first.get(ENTRY_USER)}
+    return [groups[k] for k in sorted(groups)]
+
+
+def answer_missing_parents(batch: Batch, statements: EntityStatements,
+                           missing: list[set[Key]]) -> list[Row]:
+    """Answer 404 for the batch's items whose parent key is ``missing``; return the others."""
+    if not any(missing):
+        return batch.rows
+    kept = []
+    for index, row in batch.rows:
+        problems = []
+        for check, keys in zip(statements.parent_checks, missing, strict=True):
+            fields = check.parent.fields
+            key = tuple(map(row.get, fields))
+            if key in keys:
+                shown = ", ".join(f"{f}={_show_parent_key_value(v)}"
+                                  for f, v in zip(fields, key, strict=True))
+                problems.append(f"parent {check.parent.table} not found: {shown}")
+        if problems:
+            batch.answer(index, ItemStatus.NOT_FOUND, "; ".join(problems))
+        else:
+            kept.append((index, row))
+    return kept
+
+
+def answer_groups(batch: Batch, groups: Sequence[KeyGroup],
+                  returned: dict[Key, bool]) -> None:
+    """201/200 for the items of the groups the upsert wrote, 409 for the others."""
+    for group in groups:
+        inserted = returned.get(group.key)
+        if inserted is None:
+            for index in group.indexes:
+                batch.answer(index, ItemStatus.CONFLICT, STALE_BODY)
+            continue
+        first, *rest = group.indexes
+        if inserted:
+            batch.answer(first, ItemStatus.CREATED, CREATED_BODY)
+        else:
+            batch.answer(first, ItemStatus.UPDATED, UPDATED_BODY)
+        for index in rest:
+            batch.answer(index, ItemStatus.UPDATED, UPDATED_BODY)
+
+
+def item_error(exc: BaseException, fields: Sequence[str] = ()) -> tuple[ItemStatus, str]:
+    """The answer for one item the database refused; ``fields`` are the JSON names of the
+    columns the error concerns, when known."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == "23503":
+        detail = getattr(exc, "detail", None) or str(exc)
+        return ItemStatus.NOT_FOUND, f"parent record not found: {detail}"
+    if sqlstate[:2] in ("22", "23") or isinstance(exc, ValueError):
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        named = ", ".join(fields) or getattr(exc, "constraint_name", None)
+        return ItemStatus.BAD_REQUEST, f"{named}: {message}" if named else message
+    return ItemStatus.FAILED, f"unexpected failure: {type(exc).__name__}"
+
+
+def _show_parent_key_value(value: Any) -> str:
+    """A key value in a 404 answer: date-times quoted in ISO form, others as Python shows
+    them."""
+    if hasattr(value, "isoformat"):
+        return f"'{value.isoformat()}'"
+    return repr(value)

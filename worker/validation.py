@@ -1,0 +1,228 @@
+"""Item validation, pure: a JSON body in, each item's 400 answer or validated row out.
+
+The whole body is validated in one pydantic call; only the items that fail it are looked
+at again, one by one, to name each offending field and reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import orjson
+import pydantic_core
+from pydantic import ValidationError
+
+from schemas.entity import Entity
+from schemas.kinds import Kind
+from schemas.models import EntityModel, Unvalidated
+from worker import errors
+from worker.batch import Batch, ItemStatus
+
+
+def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[str, Any],
+                   max_items: int) -> None:
+    """Validate the JSON body item by item into ``batch`` (made empty): per item, its 400
+    answer or its validated row, and the key it is answered under."""
+    entity = batch.entity
+    refuse_too_many_items(entity, body, max_items)
+    try:
+        rows: list[Any] = model.batch.validate_json(body)
+    except ValidationError as e:  # items never fail the body: the body itself is wrong
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            raise errors.MalformedMessage(
+                f"body is not valid JSON: {e.errors()[0]['msg']}") from e
+        raise errors.MalformedMessage("body must be a JSON array of items") from e
+    if len(rows) > max_items:
+        raise errors.TooLarge(f"{len(rows)} items is over the limit of {max_items}")
+
+    failed = _validate_failures(model, rows)
+    batch.answers = [None] * len(rows)
+    check_nul = b"\\u0000" in body
+    datetime_fields = [f.name for f in entity.fields if f.kind is Kind.DATETIME]
+    checked = check_nul or bool(entity.bindings)
+    key = entity.key
+    for index, row in enumerate(rows):
+        problems = failed.get(index)
+        if problems is None:
+            _assume_utc(row, datetime_fields)
+            if checked:
+                problems = _binding_problems(entity, row, params)
+                if check_nul:
+                    problems += _nul_problems(row)
+            if not problems:
+                # A valid item's text and int32 key values are echoed as they are;
+                # date-times are put back as sent below.
+                batch.ids.append([{"key": k, "value": row[k]} for k in key])
+                batch.rows.append((index, row))
+                continue
+        batch.ids.append(_item_id(entity, row))
+        batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
+    sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
+    if sent_as_text:
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:  # valid JSON orjson refuses: a number beyond float
+            items = json.loads(body)
+        _echo_as_sent(batch.ids, items, sent_as_text)
+
+
+def _echo_as_sent(ids: list[list[dict[str, Any]]], items: list[Any],
+                  positions: list[int]) -> None:
+    """Put the key values at ``positions`` back as the items sent them: a date-time key
+    is echoed in the reply as its original text, not as the instant it was parsed to."""
+    for item_id, item in zip(ids, items, strict=True):
+        for at in positions:
+            name = item_id[at]["key"]
+            value = _sent(item, name)
+            item_id[at]["value"] = value if isinstance(value, (str, int, float, bool)) else None
+
+
+def _sent(item: Any, name: str) -> Any:
+    if not isinstance(item, dict):
+        return None
+    if name in item:
+        return item[name]
+    lowered = name.lower()
+    return next((v for k, v in item.items() if k.lower() == lowered), None)
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def refuse_too_many_items(entity: Entity, body: bytes, max_items: int) -> None:
+    """Refuse a body with more items than the limit before validating it.
+
+    Validation parses the whole body first and keeps an error per bad value: a body of a
+    few million tiny items (``[{},{},...]``, ``[1,1,...]``) would take gigabytes.  Two
+    byte counts bound the values a body can hold; only a body over those bounds (which no
+    batch within the limits reaches, bar strings full of braces and commas) is counted
+    exactly, item by item, stopping one past the limit.  Malformed JSON is left to the
+    validation to report.
+    """
+    if (body.count(b"{") <= max_items
+            and body.count(b",") < max_items * (len(entity.fields) + 1)):
+        return
+    try:
+        text = body.decode("utf-8")
+        decoder = json.JSONDecoder()
+        at = _JSON_SPACE.match(text).end()  # type: ignore[union-attr]
+        if text[at:at + 1] != "[":
+            return
+        at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        items = members = 0
+        while text[at:at + 1] != "]":
+            value, at = decoder.raw_decode(text, at)
+            items += 1
+            members += len(value) if isinstance(value, dict) else 0
+            if items > max_items:
+                # Counting stops here: the body holds this many items or more.
+                raise errors.TooLarge(f"at least {items} items is over the limit of "
+                                      f"{max_items}")
+            at = _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text[at:at + 1] == ",":
+                at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            elif text[at:at + 1] != "]":
+                return
+    except (ValueError, RecursionError):
+        return
+    if members > max_items * len(entity.fields):
+        raise errors.TooLarge(f"{members} fields in {items} items is over the limit of "
+                              f"{max_items} items of {len(entity.fields)} fields")
+
+
+def _validate_failures(model: EntityModel, rows: list[Any]) -> dict[int, list[str]]:
+    """Validate the items that failed the body's validation again, one by one, names
+    matched case-insensitively as the original API does.  Each is replaced in ``rows`` by
+    its validated dict (when only its names' case was off) or by the item as sent; returns
+    the problems of those that still fail, by index."""
+    failed: dict[int, list[str]] = {}
+    for index, row in enumerate(rows):
+        if isinstance(row, Unvalidated):
+            rows[index], problems = _validate_one(model, row.value)
+            if problems:
+                failed[index] = problems
+    return failed
+
+
+def _validate_one(model: EntityModel, item: Any) -> tuple[Any, list[str]]:
+    """One item, names matched case-insensitively: (the row, its problems)."""
+    if not isinstance(item, dict):
+        return {}, [f"item must be a JSON object, not {_json_type(item)}"]
+    canonical: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in item.items():
+        target = model.canonical.get(name.lower())
+        if target is None:
+            problems.append(f"{name}: unknown field")
+        elif target in canonical:
+            problems.append(f"{name}: duplicate of field {target}")
+        else:
+            canonical[target] = value
+    try:
+        row = model.item.validate_json(pydantic_core.to_json(canonical))
+    except ValidationError as e:
+        problems += [f"{_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        return canonical, problems
+    return (canonical if problems else row), problems
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "item"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    problems = []
+    for param, field_name in entity.bindings.items():
+        value = row.get(field_name)
+        if value != params[param]:
+            problems.append(f"{field_name}: {_show_bound_value(value)} does not match path "
+                            f"{param} {_show_bound_value(params[param])}")
+    return problems
+
+
+def _assume_utc(row: dict[str, Any], names: list[str]) -> None:
+    """Date-times without an offset are taken as UTC, so that they compare and store alike."""
+    for name in names:
+        value = row.get(name)
+        if value is not None and value.tzinfo is None:
+            row[name] = value.replace(tzinfo=dt.UTC)
+
+
+def _show_bound_value(value: Any) -> str:
+    """A value in a binding problem: text and date-times quoted, others as Python shows them."""
+    if isinstance(value, dt.datetime):
+        return f"'{value.isoformat()}'"
+    return repr(value) if not isinstance(value, str) else f"'{value}'"
+
+
+def _nul_problems(row: dict[str, Any]) -> list[str]:
+    return [f"{name}: must not contain a NUL character"
+            for name, value in row.items() if isinstance(value, str) and "\x00" in value]
+
+
+def _item_id(entity: Entity, row: Any) -> list[dict[str, Any]]:
+    """The key fields in key order with their JSON names and the values as sent."""
+    values = row if isinstance(row, dict) else {}
+    out = []
+    for key in entity.key:
+        value = values.get(key)
+        # Keys are text or integer fields; a scalar sent with another JSON type is still
+        # echoed as sent, anything else (an array, an object) as null.
+        if not isinstance(value, (str, int, float, bool)):
+            value = None
+        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+            # The reply's JSON writer takes 64-bit integers only: a bigger one is echoed
+            # as the (approximate) number it is, or null beyond any float.
+            value = float(value) if abs(value) < 10**308 else None
+        out.append({"key": key, "value": value})
+    return out

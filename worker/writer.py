@@ -1,0 +1,160 @@
+"""The write path: validated batches into their database, exactly once per message_id.
+
+One transaction writes one batch, or a group of small batches (worker/grouping.py decides
+which), in a fixed number of round trips whatever their size: the rows (worker/rows.py),
+then each batch's 207 reply, rendered and recorded under its message_id in the same
+transaction, so that a redelivery is answered from the record and writes nothing.
+
+A batch alone whose upsert hit an item error is written again item-isolating.  A deadlock
+or serialization failure (another writer, a trigger) is retried in place a few times, with
+a short jittered pause, before the batch goes the slow way through the delay queues.  A
+group never isolates nor retries: anything unusual raises, its transaction is rolled back,
+and its batches are committed one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import asyncpg
+
+from worker import errors
+from worker import metrics as m
+from worker.batch import Batch
+from worker.logs import get_logger
+from worker.replies import MULTI_STATUS, batch_reply
+from worker.rows import IsolateItems, write_rows
+from worker.statements import (
+    PROCESSED_ANY,
+    PROCESSED_LOOKUP,
+    PROCESSED_RECORD,
+    PROCESSED_RECORD_MANY,
+)
+
+log = get_logger("worker.writer")
+
+# In-place tries of a transaction that hit a deadlock or serialization failure, and the
+# first pause between them (doubled each time, fully jittered so the two sides of a
+# deadlock do not meet again in step).
+CONFLICT_ATTEMPTS = 4
+CONFLICT_BACKOFF_S = 0.05
+
+
+@dataclass(frozen=True)
+class RecordedReply:
+    """A batch's reply as recorded with its writes."""
+
+    status: int
+    body: bytes
+    # True when the batch had been processed before and this is the recorded reply.
+    replayed: bool
+
+
+class GroupRefused(Exception):
+    """The group cannot be committed together: commit its batches one by one."""
+
+
+class _AlreadyProcessed(Exception):
+    """Another delivery of the same message_id committed first."""
+
+
+async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
+                       conflict_attempts: int = CONFLICT_ATTEMPTS) -> RecordedReply:
+    """Write the batch and record its reply, exactly once per message_id.
+
+    A deadlock or serialization failure is retried here up to ``conflict_attempts`` times
+    in all; transient database failures are raised as
+    :class:`~worker.errors.TransientFailure`.
+    """
+    try:
+        async with pool.acquire() as conn:
+            attempt = 1
+            while True:
+                try:
+                    return await _commit_once(conn, batch)
+                except Exception as e:
+                    if not errors.is_conflict(e) or attempt >= conflict_attempts:
+                        raise
+                    sqlstate = getattr(e, "sqlstate", "")
+                    m.DATABASE_CONFLICTS.labels(sqlstate=sqlstate).inc()
+                    log.info("database conflict; retrying in place", sqlstate=sqlstate,
+                             attempt=attempt)
+                    # Rolled back: try again once the other transaction has had a moment
+                    # to finish.
+                    batch.forget_database_answers()
+                    await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2 ** attempt))
+                    attempt += 1
+    except Exception as e:
+        transient = errors.classify_database_error(e)
+        if transient is not None:
+            raise transient from e
+        raise
+
+
+async def commit_group(pool: asyncpg.Pool, batches: list[Batch]) -> list[RecordedReply]:
+    """Write the batches in one transaction, in order, each with its reply recorded.
+
+    Raises on anything unusual (:class:`GroupRefused` when it is known up front); nothing
+    of the group is then committed, and the answers it gave must be forgotten.
+    """
+    ids = [batch.message_id for batch in batches if batch.message_id is not None]
+    if len(set(ids)) != len(ids):
+        raise GroupRefused("the same message_id twice in one group")
+    async with pool.acquire() as conn:
+        # Only a redelivery can have been answered before; for first deliveries the
+        # records' insert finds a repeated message_id all the same.
+        if (ids and not all(batch.first_delivery for batch in batches)
+                and await conn.fetchval(PROCESSED_ANY, ids)):
+            raise GroupRefused("a batch of the group was processed before")
+        return await _transaction(conn, batches, isolate=False)
+
+
+async def _commit_once(conn: asyncpg.Connection, batch: Batch) -> RecordedReply:
+    """One try: answer from the record, else write in one transaction (twice if an item
+    error has to be isolated)."""
+    if batch.message_id is not None and not batch.first_delivery:
+        # The primary key alone: a redelivery costs one index lookup.  A first delivery
+        # skips it: should its id be recorded after all (a producer sent it twice), the
+        # record's insert conflicts and the answer comes from the record then.
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.message_id)
+        if stored is not None:
+            return RecordedReply(stored["status"], bytes(stored["reply"]), True)
+    try:
+        try:
+            (reply,) = await _transaction(conn, [batch], isolate=False)
+        except IsolateItems:
+            batch.forget_database_answers()
+            (reply,) = await _transaction(conn, [batch], isolate=True)
+        return reply
+    except _AlreadyProcessed:
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.message_id)
+        return RecordedReply(stored["status"], bytes(stored["reply"]), True)
+
+
+async def _transaction(conn: asyncpg.Connection, batches: list[Batch], *,
+                       isolate: bool) -> list[RecordedReply]:
+    async with conn.transaction():
+        await write_rows(conn, batches, isolate=isolate)
+        bodies = [batch_reply(batch) for batch in batches]
+        await _record(conn, batches, bodies)
+    return [RecordedReply(MULTI_STATUS, body, False) for body in bodies]
+
+
+async def _record(conn: asyncpg.Connection, batches: list[Batch], bodies: list[bytes]) -> None:
+    """Record each batch's reply under its message_id; raises _AlreadyProcessed if another
+    delivery of one of them committed first."""
+    ids, replies = [], []
+    for batch, body in zip(batches, bodies, strict=True):
+        if batch.message_id is not None:
+            ids.append(batch.message_id)
+            replies.append(body)
+    if len(ids) == 1:
+        recorded = await conn.fetchval(PROCESSED_RECORD, ids[0], MULTI_STATUS, replies[0])
+        if recorded is None:
+            raise _AlreadyProcessed
+    elif ids:
+        done = await conn.fetch(PROCESSED_RECORD_MANY, ids, [MULTI_STATUS] * len(ids), replies)
+        if len(done) != len(ids):
+            raise _AlreadyProcessed
