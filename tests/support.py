@@ -23,7 +23,7 @@ import orjson
 from schemas import ddl
 from schemas.registry import default_registry
 from schemas.samples import Parents
-from worker import migrations
+from worker import catalog, migrations
 from worker.client import Reply as ClientReply
 from worker.client import UpsertClient
 from worker.migrations import migrate
@@ -73,7 +73,7 @@ def _template_name() -> str:
     # Named by what this process would build: its declarations as loaded, and the code.
     tables, keys = ddl.declared_schema(default_registry())
     shape = "\n".join([*map(ddl.create_table, tables), *(k.statement for k in keys)])
-    code = Path(migrations.__file__).read_bytes() + Path(ddl.__file__).read_bytes()
+    code = b"".join(Path(m.__file__).read_bytes() for m in (migrations, catalog, ddl))
     return f"vbapi_template_{hashlib.sha256(shape.encode() + code).hexdigest()[:12]}"
 
 

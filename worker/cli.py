@@ -131,9 +131,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # Collections of the youngest generation happen after this many new container objects
-# instead of 700.  A 1,000-item batch makes tens of thousands of dicts and lists, almost all
-# freed by reference counting, so with the default threshold the collector ran dozens of
-# times per batch for nothing: measured 15.0 -> 12.4 us of the worker's CPU per item.
+# instead of 700.  A large batch makes tens of thousands of dicts and lists, almost all
+# freed by reference counting, so with the default threshold the collector runs dozens of
+# times per batch for nothing (the saving is measured in BENCHMARKS.md).
 GC_YOUNG_THRESHOLD = 50_000
 
 

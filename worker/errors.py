@@ -12,7 +12,7 @@
     └── InternalFailure        500  a bug: retried like a transient failure, then dead-lettered
         └── PoisonMessage      500  delivered too often without reaching an outcome
 
-Every whole-message reply is built from one of these: its class says the status, the
+Every whole-message reply is built from one of these: its class line says the status, the
 title and the problem type.  A class that sets its own status must set its own problem
 type too, or it fails at import (a reply never silently gets ``about:blank``).
 
@@ -20,7 +20,7 @@ Database errors are sorted into these by :func:`classify_database_error`, the on
 that decides by SQLSTATE class and exception type.  Two finer questions are answered here
 too: :func:`is_conflict` (deadlock 40P01, serialization 40001: retried in place a few times
 first) and :func:`is_item_error` (a permanent error of one item in a bulk statement: the
-store isolates that item and answers it alone).
+writer isolates that item and answers it alone).
 """
 
 from __future__ import annotations
@@ -29,73 +29,72 @@ import asyncio
 
 import asyncpg
 
+# The problem types the original (ASP.NET) API answers with.
+_RFC7231 = "https://tools.ietf.org/html/rfc7231#section-"
+
 
 class UpsertError(Exception):
-    """Base of every error the worker raises on purpose: a whole-message answer."""
+    """Base of every error the worker raises on purpose: a whole-message answer.
+
+    A subclass says its answer in its class line: ``status``, ``title`` and
+    ``problem_type``, each inherited when left out; a new status without its own problem
+    type is refused at import."""
 
     status = 500
     title = "Internal Server Error"
-    # The problem types the original (ASP.NET) API answers with.
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.6.1"
+    problem_type = _RFC7231 + "6.6.1"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
+    def __init_subclass__(cls, *, status: int | None = None, title: str | None = None,
+                          problem_type: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "status" in cls.__dict__ and "problem_type" not in cls.__dict__:
-            raise TypeError(f"{cls.__name__} sets status {cls.status} but no problem_type")
+        if status is not None and problem_type is None:
+            raise TypeError(f"{cls.__name__} sets status {status} but no problem_type")
+        cls.status = status or cls.status
+        cls.title = title or cls.title
+        cls.problem_type = problem_type or cls.problem_type
 
 
-class MessageRejected(UpsertError):
+class MessageRejected(UpsertError, status=400, title="Bad Request",
+                      problem_type=_RFC7231 + "6.5.1"):
     """The whole message is refused; the producer must fix it."""
 
-    status = 400
-    title = "Bad Request"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.1"
+
+class MalformedMessage(MessageRejected, title="Malformed message"):
+    """Bad JSON, a body that is no array of items, a missing header."""
 
 
-class MalformedMessage(MessageRejected):
-    title = "Malformed message"
+class Unauthenticated(MessageRejected, status=401, title="Unauthorized",
+                      problem_type="https://tools.ietf.org/html/rfc7235#section-3.1"):
+    """No user_id where the database names its producers."""
 
 
-class Unauthenticated(MessageRejected):
-    status = 401
-    title = "Unauthorized"
-    problem_type = "https://tools.ietf.org/html/rfc7235#section-3.1"
+class Forbidden(MessageRejected, status=403, title="Forbidden",
+                problem_type=_RFC7231 + "6.5.3"):
+    """The producer may not write that database."""
 
 
-class Forbidden(MessageRejected):
-    status = 403
-    title = "Forbidden"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.3"
+class NotFound(MessageRejected, status=404, title="Not Found",
+               problem_type=_RFC7231 + "6.5.4"):
+    """No endpoint for the path, or the database is not configured."""
 
 
-class NotFound(MessageRejected):
-    status = 404
-    title = "Not Found"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.4"
+class TooLarge(MessageRejected, status=413, title="Payload Too Large",
+               problem_type=_RFC7231 + "6.5.11"):
+    """Body, decompressed body or item count over the limit."""
 
 
-class TooLarge(MessageRejected):
-    status = 413
-    title = "Payload Too Large"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.11"
+class UnsupportedMediaType(MessageRejected, status=415, title="Unsupported Media Type",
+                           problem_type=_RFC7231 + "6.5.13"):
+    """A content type other than JSON, an encoding other than gzip."""
 
 
-class UnsupportedMediaType(MessageRejected):
-    status = 415
-    title = "Unsupported Media Type"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.5.13"
-
-
-class TransientFailure(UpsertError):
+class TransientFailure(UpsertError, status=503, title="Service Unavailable",
+                       problem_type=_RFC7231 + "6.6.4"):
     """Worth trying again later: an outage, a deadlock, a serialization failure."""
-
-    status = 503
-    title = "Service Unavailable"
-    problem_type = "https://tools.ietf.org/html/rfc7231#section-6.6.4"
 
 
 class InternalFailure(UpsertError):
@@ -106,10 +105,8 @@ class InternalFailure(UpsertError):
         return cls(f"unexpected failure: {type(exc).__name__}")
 
 
-class PoisonMessage(InternalFailure):
+class PoisonMessage(InternalFailure, title="Poison message"):
     """Delivered more often than allowed without an outcome: it keeps killing workers."""
-
-    title = "Poison message"
 
 
 # SQLSTATEs that go away by themselves.  Classes: 08 connection exceptions, 40 transaction

@@ -228,8 +228,8 @@ async def serve(settings: Settings) -> None:
     await gateway.start()
     try:
         host, port = settings.gateway.host_port
-        # httptools parses HTTP in C: measured against h11, it is most of the gateway's
-        # CPU per request (BENCHMARKS.md).
+        # httptools parses HTTP in C; h11's parsing in Python would be most of the
+        # gateway's CPU per request (BENCHMARKS.md).
         config = uvicorn.Config(build_app(gateway), host=host, port=port, log_config=None,
                                 access_log=False, lifespan="off", http="httptools")
         mode = "api keys" if gateway.producers is not None else "development"

@@ -12,16 +12,19 @@ recorded: each table's fingerprint is recorded in the same transaction as its ch
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
-
 import asyncpg
 
 from schemas import ddl
 from schemas.ddl import Column, ForeignKey, TableSpec, qualified, quote
 from schemas.registry import Registry, default_registry
 from worker import errors
+from worker.catalog import (
+    VARCHAR_DECLARED,
+    Catalog,
+    connect_creating,
+    display_type,
+    read_catalog,
+)
 
 # Any fixed 64-bit number; the same in every worker.
 _MIGRATION_LOCK = 0x76626170_69757073
@@ -29,74 +32,6 @@ _MIGRATION_LOCK = 0x76626170_69757073
 
 class MigrationRefused(Exception):
     """The declarations call for a change that could lose stored data."""
-
-
-async def connect_creating(dsn: str) -> asyncpg.Connection:
-    """Connect, creating the database first if it does not exist yet."""
-    try:
-        return await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        pass
-    name = unquote(urlsplit(dsn).path.lstrip("/"))
-    if not name:
-        raise ValueError(f"cannot create a database without a name in the DSN: {dsn!r}")
-    admin = await asyncpg.connect(dsn, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    except asyncpg.DuplicateDatabaseError:
-        pass  # another worker made it first
-    finally:
-        await admin.close()
-    return await asyncpg.connect(dsn)
-
-
-@dataclass
-class _Catalog:
-    """What schema vbapi holds now."""
-
-    columns: dict[str, dict[str, tuple[str, bool]]]   # table -> column -> (type, not null)
-    primary_keys: dict[str, tuple[str, tuple[str, ...]]]  # table -> (constraint, columns)
-    foreign_keys: dict[tuple[str, tuple[str, ...], str, tuple[str, ...]], tuple[str, bool]]
-
-
-_CATALOG_COLUMNS = """
-SELECT c.relname AS table_name, a.attname AS column_name,
-       format_type(a.atttypid, a.atttypmod) AS sql_type, a.attnotnull AS not_null
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
-_CATALOG_CONSTRAINTS = """
-SELECT con.contype::text AS contype, con.conname, c.relname AS table_name, p.relname AS parent,
-       con.convalidated,
-       ARRAY(SELECT attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY k.i)
-           AS columns,
-       ARRAY(SELECT attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY k.i)
-           AS parent_columns
-FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class p ON p.oid = con.confrelid
-WHERE n.nspname = $1 AND con.contype IN ('p', 'f')
-"""
-
-
-async def _read_catalog(conn: asyncpg.Connection) -> _Catalog:
-    columns: dict[str, dict[str, tuple[str, bool]]] = {}
-    for r in await conn.fetch(_CATALOG_COLUMNS, ddl.SCHEMA):
-        columns.setdefault(r["table_name"], {})[r["column_name"]] = (r["sql_type"],
-                                                                     r["not_null"])
-    primary: dict[str, tuple[str, tuple[str, ...]]] = {}
-    foreign: dict[tuple[str, tuple[str, ...], str, tuple[str, ...]], tuple[str, bool]] = {}
-    for r in await conn.fetch(_CATALOG_CONSTRAINTS, ddl.SCHEMA):
-        if r["contype"] == "p":
-            primary[r["table_name"]] = (r["conname"], tuple(r["columns"]))
-        else:
-            foreign[(r["table_name"], tuple(r["columns"]), r["parent"],
-                     tuple(r["parent_columns"]))] = (r["conname"], r["convalidated"])
-    return _Catalog(columns, primary, foreign)
 
 
 async def migrate(dsn: str, registry: Registry | None = None) -> list[str]:
@@ -130,21 +65,6 @@ async def _hand_written(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
-_VARCHAR = re.compile(r"character varying\((\d+)\)")
-_SHORT_VARCHAR = re.compile(r"varchar\((\d+)\)")
-
-
-_SHORT_NAMES = {"timestamp with time zone": "timestamptz"}
-
-
-def _display(sql_type: str) -> str:
-    """The catalog's spelling of a type as the declarations spell it."""
-    match = _VARCHAR.fullmatch(sql_type)
-    if match:
-        return f"varchar({match.group(1)})"
-    return _SHORT_NAMES.get(sql_type, sql_type)
-
-
 class _Migration:
     """One run: the catalog read once, the differences applied in order."""
 
@@ -155,7 +75,7 @@ class _Migration:
         self.created: set[str] = set()
 
     async def run(self) -> list[str]:
-        catalog = await _read_catalog(self.conn)
+        catalog = await read_catalog(self.conn)
         created = [t for t in self.tables if t.name not in catalog.columns]
         if created:
             # One round trip for all new tables: a first migration makes hundreds.
@@ -169,7 +89,7 @@ class _Migration:
         await self._record(catalog)
         return self.applied
 
-    async def _upgrade_table(self, table: TableSpec, catalog: _Catalog) -> None:
+    async def _upgrade_table(self, table: TableSpec, catalog: Catalog) -> None:
         stored = catalog.columns[table.name]
         for column in table.columns:
             if column.name not in stored:
@@ -210,12 +130,12 @@ class _Migration:
                              not_null: bool) -> None:
         target = qualified(table.name)
         declared = column.sql_type
-        if _display(stored_type) != declared:
-            await self._check_type_change(table, column, _display(stored_type))
+        if display_type(stored_type) != declared:
+            await self._check_type_change(table, column, display_type(stored_type))
             await self.conn.execute(
                 f"ALTER TABLE {target} ALTER COLUMN {quote(column.name)} TYPE {declared} "
                 f"USING {quote(column.name)}::{declared}")
-            self.applied.append(f"{target}.{column.name} {_display(stored_type)} -> "
+            self.applied.append(f"{target}.{column.name} {display_type(stored_type)} -> "
                                 f"{declared}")
         if column.not_null and not not_null and column.name not in table.key:
             await self._set_not_null(table, column)
@@ -227,7 +147,7 @@ class _Migration:
     async def _check_type_change(self, table: TableSpec, column: Column, stored: str) -> None:
         """Widening is always safe; anything else only where what is stored survives it."""
         declared = column.sql_type
-        old, new = _SHORT_VARCHAR.fullmatch(stored), _SHORT_VARCHAR.fullmatch(declared)
+        old, new = VARCHAR_DECLARED.fullmatch(stored), VARCHAR_DECLARED.fullmatch(declared)
         if (old and declared == "text") or (old and new and int(new[1]) >= int(old[1])):
             return
         target = qualified(table.name)
@@ -263,9 +183,9 @@ class _Migration:
                 f"({', '.join(table.key)}): {e}") from e
         self.applied.append(f"{target} key is now ({', '.join(table.key)})")
 
-    async def _foreign_keys(self, catalog: _Catalog) -> None:
+    async def _foreign_keys(self, catalog: Catalog) -> None:
         # Read again: changing a key above may have dropped foreign keys.
-        present = (await _read_catalog(self.conn)).foreign_keys if self.applied \
+        present = (await read_catalog(self.conn)).foreign_keys if self.applied \
             else catalog.foreign_keys
         declared = {(k.table, k.columns, k.parent, k.parent_columns): k for k in self.keys}
         for identity, (name, _) in present.items():
@@ -298,7 +218,7 @@ class _Migration:
             return
         self.applied.append(f"{target}: foreign key to {key.parent}")
 
-    async def _record(self, catalog: _Catalog) -> None:
+    async def _record(self, catalog: Catalog) -> None:
         keys_by_table: dict[str, list[ForeignKey]] = {}
         for key in self.keys:
             keys_by_table.setdefault(key.table, []).append(key)

@@ -30,7 +30,7 @@ class Request:
     timestamp: dt.datetime | None = None
     # Never delivered before (not redelivered, not a retry): there can be no recorded
     # reply unless a producer sent the same message_id twice, which the record's unique
-    # key still catches.  Lets the store skip its lookup.
+    # key still catches.  Lets the writer skip its lookup.
     first_delivery: bool = False
 
     @property

@@ -86,8 +86,8 @@ class LimitsSettings(BaseModel):
     max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_items: int = Field(default=10_000, ge=1)
     # Body bytes validated and written at once (worker/budget.py); one body alone always
-    # goes.  Bounds memory with large batches: 8 MiB is two 10,000-item bodies, measured
-    # as fast as 16 MiB (five) with about 60 MB less peak memory; 4 MiB (one) halved the rate.
+    # goes.  Bounds memory with large batches: room for two of the largest bodies keeps
+    # one validating while the other is written; more only costs memory (BENCHMARKS.md).
     max_bytes_in_progress: int = Field(default=8 * 1024 * 1024, ge=1)
 
 

@@ -2,7 +2,7 @@
 
 Sets in, one statement out: every statement works on all rows of a batch at once, so a
 batch costs the same few round trips whatever its size.  The upsert takes its rows as one
-JSON array (``json_to_recordset``): orjson writes it in about a sixth of the client time
+JSON array (``json_to_recordset``): orjson writes it in a fraction of the client time
 asyncpg needs to encode one array per column, and the server reads it about as fast.
 """
 
@@ -81,7 +81,7 @@ ROW_USER, ROW_SOURCE_TS, ROW_MESSAGE_ID = "$user", "$ts", "$mid"
 def _upsert(entity: Entity, *, per_row: bool) -> str:
     """INSERT ... ON CONFLICT for a JSON array of rows.  The producer, timestamp and
     message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` columns of each
-    row (a group of batches written in one statement, worker/grouping.py)."""
+    row (a group of batches written in one statement, worker/rows.py)."""
     if per_row:
         user, source_ts, message_id = (f'i."{c}"' for c in (ROW_USER, ROW_SOURCE_TS,
                                                              ROW_MESSAGE_ID))
@@ -113,7 +113,7 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
     updates += ["upsert_source_ts = EXCLUDED.upsert_source_ts",
                 "upsert_message_id = EXCLUDED.upsert_message_id"]
     # The WHERE on DO UPDATE skips rows written by a newer batch: those come back from
-    # RETURNING as nothing, which the store answers with 409.  xmax = 0 only on rows this
+    # RETURNING as nothing, which the writer answers with 409.  xmax = 0 only on rows this
     # statement inserted, which tells 201 from 200.
     return (
         f"INSERT INTO {qualified(entity.table)} AS t "
@@ -129,9 +129,10 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
 @cache
 def lock_rows_statement(entity: Entity) -> str:
     """Lock the stored rows of the given keys in the order the keys are given (args: one
-    array per key field).  A group of batches (worker/grouping.py) takes its row locks with
-    it up front, keys sorted as a single batch's upsert takes them (store.group_by_key), so
-    that groups and single batches lock in one global order and do not deadlock."""
+    array per key field).  A group of batches (worker/rows.py) takes its row locks with
+    it up front, keys sorted as a single batch's upsert takes them
+    (answering.group_by_key), so that groups and single batches lock in one global order
+    and do not deadlock."""
     key_fields = entity.key_fields
     args = ", ".join(f"${i + 1}::{_array_type(f.kind)}" for i, f in enumerate(key_fields))
     columns = [quote(f.column) for f in key_fields]
