@@ -34,14 +34,16 @@ from worker.client_reply import (
     Problem,
     ProblemError,
     Reply,
+    ReplyLost,
     UpsertError,
     UpsertTimeout,
 )
+from worker.nodes import Link, Nodes
 from worker.topology import REQUEST_EXCHANGE
 from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, PATH_HEADER
 
-__all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "Reply", "UpsertClient",
-           "UpsertError", "UpsertTimeout"]
+__all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "Reply", "ReplyLost",
+           "UpsertClient", "UpsertError", "UpsertTimeout"]
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 GZIP_MIN_BYTES = 256 * 1024
@@ -94,11 +96,12 @@ class UpsertClient:
     that none is lost with a dropped connection).
     """
 
-    def __init__(self, url: str, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, url: str | Sequence[str], **options: Unpack[ClientOptions]) -> None:
         replies = options.get("replies", "direct")
         if not replies:
             raise ValueError("replies must be 'direct', 'private' or a queue name")
-        self.url = url
+        # One node's URL, or a cluster's: the first that answers, failing over to the others.
+        self.urls = [url] if isinstance(url, str) else list(url)
         self.database = options.get("database")
         self.user_id = options.get("user_id")
         self.timeout_s = options.get("timeout_s", 60.0)
@@ -107,7 +110,7 @@ class UpsertClient:
         self.connection = options.get("connection")
         self.parse_replies = options.get("parse_replies", True)
         self.on_reply = options.get("on_reply")
-        self._own_connection = self.connection is None
+        self._link: Link | None = None
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
         self._acks = False
@@ -119,17 +122,31 @@ class UpsertClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def open(self) -> None:
-        if self.connection is None:
-            self.connection = await aio_pika.connect(self.url)
-        await self._open_channel()
+    @property
+    def failovers(self) -> int:
+        """Broker connections this client lost and made again."""
+        return self._link.failovers if self._link is not None else 0
 
-    async def _open_channel(self) -> None:
-        """The publishing channel and its reply consumer.  Opened again after the broker
-        closed it (a publish to a missing exchange, a refused user_id): replies pending on
-        the old one are lost, and their calls time out."""
-        assert self.connection is not None
-        self.channel = await self.connection.channel(publisher_confirms=True)
+    async def open(self) -> None:
+        if self.connection is not None:  # the caller's: used as it is, never failed over
+            await self._open_channel(self.connection)
+            return
+        self._link = Link(Nodes(self.urls, timeout_s=self.timeout_s,
+                                connection_name="vbapi-upsert-client"), self._open_channel)
+        self.connection = await self._link.open()
+
+    async def _open_channel(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        """The publishing channel and its reply consumer, on a new connection (a failover)
+        or again after the broker closed the channel (a publish to a missing exchange, a
+        refused user_id).  Replies to a named queue come on the new consumer; those the
+        old one would have carried otherwise are lost: their calls fail with ReplyLost."""
+        if self.replies in ("direct", "private"):
+            for correlation_id, (future, message_id) in list(self._waiting.items()):
+                if not future.done():
+                    future.set_exception(ReplyLost(message_id))
+                del self._waiting[correlation_id]
+        self.connection = connection
+        self.channel = await connection.channel(publisher_confirms=True)
         if self.replies == "direct":
             # Consumed before the first publish, on the publishing channel, with no acks:
             # what RabbitMQ asks of a direct reply-to consumer.
@@ -148,8 +165,8 @@ class UpsertClient:
     async def close(self) -> None:
         for future, _ in self._waiting.values():
             future.cancel()
-        if self.connection is not None and self._own_connection:
-            await self.connection.close()
+        if self._link is not None:
+            await self._link.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         if self.on_reply is not None:
@@ -199,8 +216,11 @@ class UpsertClient:
         if routing_key is None:
             route = default_registry().route(path or "")
             routing_key = route.entity.name if route else "unknown"
+        if self._link is not None:
+            await self._link.ready()  # the connection, made again if it was lost
         if self.channel.is_closed and not isinstance(self.channel, aio_pika.RobustChannel):
-            await self._open_channel()  # a robust channel comes back by itself
+            assert self.connection is not None
+            await self._open_channel(self.connection)  # a robust one comes back by itself
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = (future, message_id)
         try:

@@ -2,6 +2,8 @@
 
     UpsertError
     ├── UpsertTimeout      no reply within the timeout; the batch is safe in the queue
+    ├── ReplyLost          the connection that would carry the reply was lost; the batch
+    │                      is safe in the queue
     ├── ProblemError       a whole-message error (reply.problem): 400, 401, 403, 404, ...
     └── ItemsFailed        raise_for_status(): some items were not 2xx
 """
@@ -29,6 +31,19 @@ class UpsertTimeout(UpsertError, TimeoutError):
         super().__init__(f"no reply for batch {message_id} within {timeout_s:g} s; it was "
                          f"confirmed by the broker and stays queued: publish it again with "
                          f"message_id={message_id!r} to get its reply (never applied twice)")
+        self.message_id = message_id
+
+
+class ReplyLost(UpsertError, ConnectionError):
+    """The connection its reply would have come on was lost (a broker node failed).  The
+    batch was confirmed by the broker and stays queued: it will be applied.  Publish it
+    again with the same message_id for its reply."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"the reply to batch {message_id} was lost with its connection; "
+                         f"the batch was confirmed by the broker and stays queued: publish "
+                         f"it again with message_id={message_id!r} to get its reply (never "
+                         f"applied twice)")
         self.message_id = message_id
 
 

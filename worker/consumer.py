@@ -48,13 +48,15 @@ class Consumer:
     """Handles deliveries from the request queue."""
 
     def __init__(self, settings: Settings, processor: Processor,
-                 default_exchange: AbstractExchange, reply_exchange: AbstractExchange) -> None:
+                 default_exchange: AbstractExchange, reply_exchange: AbstractExchange,
+                 in_flight: set[asyncio.Task[Any]] | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.default_exchange = default_exchange
         self.reply_exchange = reply_exchange
         self._signing_key = settings.amqp.signing_key_bytes()
-        self.in_flight: set[asyncio.Task[Any]] = set()
+        # Shared with the worker, which drains them at shutdown whatever their connection.
+        self.in_flight: set[asyncio.Task[Any]] = set() if in_flight is None else in_flight
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()

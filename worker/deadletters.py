@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from schemas.registry import default_registry
 from worker.letters import DeadLetter, dead_letters
+from worker.nodes import connect_first
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, declare_topology
 from worker.wire import (
@@ -101,9 +102,8 @@ async def holding(settings: Settings, progress: Progress | None = None
     """Hold every dead letter for the block; those not acknowledged go back, in order."""
     # A plain connection: were it lost, the held dead letters go back to the queue, and
     # the command must fail rather than reconnect and carry on with stale deliveries.
-    connection = await aio_pika.connect(
-        settings.amqp.url.get_secret_value(), timeout=settings.amqp.connect_timeout_s,
-        client_properties={"connection_name": "upsert-worker dlq"})
+    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
+                                     connection_name="upsert-worker dlq")
     async with connection:
         channel = await connection.channel()
         # No prefetch limit: the broker sends the whole queue at once, in queue order.

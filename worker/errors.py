@@ -113,7 +113,9 @@ class PoisonMessage(InternalFailure, title="Poison message"):
 # rollback (40001 serialization, 40P01 deadlock), 53 insufficient resources (53300 too many
 # connections), 57P01..57P03 admin/crash shutdown and cannot-connect-now, 58 system errors.
 _TRANSIENT_CLASSES = ("08", "40", "53", "58")
-_TRANSIENT_CODES = frozenset({"57P01", "57P02", "57P03", "55P03", "57014"})
+# 25006: a write on a read-only connection, i.e. to a standby: the primary it was made to
+# has failed over (see is_on_standby).
+_TRANSIENT_CODES = frozenset({"57P01", "57P02", "57P03", "55P03", "57014", "25006"})
 
 
 def is_transient_sqlstate(sqlstate: str | None) -> bool:
@@ -165,6 +167,12 @@ _CONFLICT_CODES = frozenset({"40001", "40P01"})
 def is_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: retry the transaction at once."""
     return getattr(exc, "sqlstate", None) in _CONFLICT_CODES
+
+
+def is_on_standby(exc: BaseException) -> bool:
+    """The connection went to a standby (the old primary, back after a failover, say):
+    the pool's connections must be made again, to find the new primary."""
+    return getattr(exc, "sqlstate", None) == "25006"
 
 
 def is_item_error(exc: BaseException) -> bool:

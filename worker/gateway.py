@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +27,8 @@ import aio_pika
 import orjson
 from aiormq.exceptions import AMQPError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -60,22 +62,35 @@ def _problem(status: int, title: str, detail: str, path: str,
     return Response(orjson.dumps(body), status_code=status, media_type=JSON_CONTENT_TYPE)
 
 
+class _ClientFailovers(Collector):
+    """The client's count of broker failovers, read when /metrics is."""
+
+    def __init__(self, client: UpsertClient) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("upsert_gateway_broker_failovers",
+                                  "Broker connections lost and made again",
+                                  value=self.client.failovers)
+
+
 class Gateway:
     """The gateway's state: settings, keys, the client, metrics."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        url = settings.amqp.url.get_secret_value()
-        self.own_user = unquote(urlsplit(url).username or "guest")
+        urls = settings.amqp.urls
+        self.own_user = unquote(urlsplit(urls[0]).username or "guest")
         keys = settings.gateway.api_keys
         self.producers = None if keys is None else {
             digest.removeprefix("sha256:"): name for name, digest in keys.items()}
-        self.client = UpsertClient(url, timeout_s=settings.gateway.timeout_s)
+        self.client = UpsertClient(urls, timeout_s=settings.gateway.timeout_s)
         self.metrics = CollectorRegistry()
         self.requests = Counter("upsert_gateway_requests_total", "HTTP requests answered",
                                 ["status"], registry=self.metrics)
         self.latency = Histogram("upsert_gateway_request_seconds",
                                  "from the request to its answer", registry=self.metrics)
+        self.metrics.register(_ClientFailovers(self.client))
         self._openapi: bytes | None = None
 
     async def start(self) -> None:

@@ -30,5 +30,8 @@ IN_FLIGHT = Gauge("upsert_batches_in_flight", "Batches being processed now")
 BATCH_WAIT = Gauge("upsert_batch_wait_seconds",
                    "Age (since its producer's timestamp) of the batch received last")
 BROKER_UP = Gauge("upsert_broker_connected", "1 while connected to the broker")
+BROKER_FAILOVERS = Counter("upsert_broker_failovers_total",
+                           "Broker connections lost and made again (to the same node or "
+                           "another)")
 DATABASE_UP = Gauge("upsert_database_connected",
                     "1 while the database answered its last use", ["database"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Unpack
 
-import aio_pika
 import orjson
 
 from worker.client import Reply, SendOptions, UpsertClient
+from worker.nodes import connect_first
 from worker.settings import Settings
 from worker.topology import declare_topology
 
@@ -30,8 +30,8 @@ async def publish_batch(settings: Settings, path: str, body: bytes, *, timeout_s
     worker started waits in the queue.  ``options`` are the client's (database, user_id,
     message_id, ...).  Raises UpsertTimeout (a TimeoutError) when no reply comes within
     ``timeout_s``."""
-    connection = await aio_pika.connect(settings.amqp.url.get_secret_value(),
-                                        timeout=settings.amqp.connect_timeout_s)
+    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
+                                     connection_name="upsert-worker publish")
     async with connection:
         channel = await connection.channel()
         await declare_topology(channel, settings.retry.delays_s)

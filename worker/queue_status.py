@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import aio_pika
 import orjson
 from aiormq.exceptions import ChannelClosed
 
 from worker.deadletters import list_dead_letters
 from worker.letters import group_by_status
+from worker.nodes import connect_first
 from worker.settings import Settings
 from worker.topology import worker_queue_names
 
@@ -58,9 +58,8 @@ class Status:
 async def broker_status(settings: Settings) -> Status:
     """Per queue: ready, unacknowledged (if known) and consumers; dead letters by status."""
     names = worker_queue_names(settings.retry.delays_s)
-    connection = await aio_pika.connect(
-        settings.amqp.url.get_secret_value(), timeout=settings.amqp.connect_timeout_s,
-        client_properties={"connection_name": "upsert-worker status"})
+    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
+                                     connection_name="upsert-worker status")
     queues: list[QueueState] = []
     async with connection:
         for name in names:
@@ -90,14 +89,15 @@ def management_url(settings: Settings) -> str:
     configured = settings.amqp.management_url
     if configured is not None:
         return configured.get_secret_value().rstrip("/")
-    amqp = urlsplit(settings.amqp.url.get_secret_value())
+    # The first node's: with a cluster, any node's API tells about every queue.
+    amqp = urlsplit(settings.amqp.urls[0])
     scheme = "https" if amqp.scheme == "amqps" else "http"
     auth = f"{amqp.username or 'guest'}:{amqp.password or 'guest'}@"
     return f"{scheme}://{auth}{amqp.hostname or 'localhost'}:15672"
 
 
 def _vhost(settings: Settings) -> str:
-    path = urlsplit(settings.amqp.url.get_secret_value()).path
+    path = urlsplit(settings.amqp.urls[0]).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 

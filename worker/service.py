@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
-import aio_pika
+from aio_pika.abc import AbstractConnection
 
 from worker import metrics as m
 from worker.consumer import Consumer
@@ -14,6 +15,7 @@ from worker.expiry import expire_everywhere
 from worker.health import HealthServer
 from worker.logs import get_logger
 from worker.migrations import migrate
+from worker.nodes import Nodes, NoNodeAnswers
 from worker.processor import Processor
 from worker.settings import Settings
 from worker.topology import REQUEST_QUEUE, declare_topology
@@ -22,7 +24,8 @@ log = get_logger("worker.service")
 
 
 class Worker:
-    """One worker process: a robust broker connection, a consumer, the database pools."""
+    """One worker process: a broker connection (failing over between nodes), a consumer,
+    the database pools."""
 
     def __init__(self, settings: Settings, processor: Processor | None = None) -> None:
         self.settings = settings
@@ -30,6 +33,8 @@ class Worker:
         self.stopping = asyncio.Event()
         self.consuming = False
         self.consumer: Consumer | None = None
+        # Batches being handled, whichever connection they came from.
+        self.in_flight: set[asyncio.Task[Any]] = set()
         self.health: HealthServer | None = None
 
     async def migrate_all(self) -> None:
@@ -58,42 +63,86 @@ class Worker:
     async def _consume(self) -> None:
         amqp = self.settings.amqp
         await self.migrate_all()
-        connection = await aio_pika.connect_robust(
-            amqp.url.get_secret_value(), timeout=amqp.connect_timeout_s,
-            reconnect_interval=amqp.reconnect_interval_s,
-            client_properties={"connection_name": "vbapi-upsert-worker"})
-        connection.reconnect_callbacks.add(lambda *_: m.BROKER_UP.set(1))
-        connection.close_callbacks.add(lambda *_: m.BROKER_UP.set(0))
-        m.BROKER_UP.set(1)
+        nodes = Nodes(amqp.urls, timeout_s=amqp.connect_timeout_s,
+                      connection_name="vbapi-upsert-worker")
+        # The first connection must succeed (a worker that cannot reach any node at start
+        # exits, for its supervisor to see); later losses fail over for as long as it runs.
+        connection: AbstractConnection | None = await nodes.connect()
+        cleanup = asyncio.create_task(self._expire_processed_periodically())
+        try:
+            while connection is not None:
+                lost = await self._serve(connection, nodes)
+                if not lost:
+                    return
+                nodes.lost()
+                m.BROKER_FAILOVERS.inc()
+                log.warning("broker connection lost; failing over", node=nodes.current_name)
+                connection = await self._reconnect(nodes)
+        finally:
+            cleanup.cancel()
+            self.consuming = False
+            m.BROKER_UP.set(0)
+            await self._drain()
+            await self.processor.databases.close()
+            log.info("stopped")
+
+    async def _reconnect(self, nodes: Nodes) -> AbstractConnection | None:
+        """A connection to a node that answers, trying them all in turn until one does;
+        None if the worker is told to stop meanwhile."""
+        while not self.stopping.is_set():
+            try:
+                return await nodes.connect()
+            except NoNodeAnswers as e:
+                log.warning("no broker node answers; trying again", error=str(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(),
+                                       self.settings.amqp.reconnect_interval_s)
+        return None
+
+    async def _serve(self, connection: AbstractConnection, nodes: Nodes) -> bool:
+        """Consume on ``connection`` until the worker is told to stop (False) or the
+        connection is lost (True).  Closing it hands every unacknowledged batch back."""
+        amqp = self.settings.amqp
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=amqp.prefetch_count)
             topology = await declare_topology(channel, self.settings.retry.delays_s)
+            # A consumer per connection: a delivery is answered and acknowledged on the
+            # channel it came from, or not at all (the broker then redelivers it).
             self.consumer = Consumer(self.settings, self.processor, channel.default_exchange,
-                                     topology.reply_exchange)
+                                     topology.reply_exchange, self.in_flight)
             tag = await topology.requests.consume(self.consumer.on_message)
+            m.BROKER_UP.set(1)
             self.consuming = True
-            log.info("consuming", queue=REQUEST_QUEUE, prefetch=amqp.prefetch_count)
-            cleanup = asyncio.create_task(self._expire_processed_periodically())
-            await self.stopping.wait()
-            log.info("stopping: no new batches; draining in-flight ones")
+            log.info("consuming", queue=REQUEST_QUEUE, prefetch=amqp.prefetch_count,
+                     node=nodes.current_name)
+            stop = asyncio.create_task(self.stopping.wait())
+            dropped = asyncio.create_task(lost.wait())
+            await asyncio.wait({stop, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            dropped.cancel()
             self.consuming = False
+            m.BROKER_UP.set(0)
+            if lost.is_set():
+                return True
+            log.info("stopping: no new batches; draining in-flight ones")
             with contextlib.suppress(Exception):
                 await topology.requests.cancel(tag)
             await self._drain()
-            cleanup.cancel()
+            return False
+        except Exception as e:
+            if not lost.is_set() and not connection.is_closed:
+                raise
+            log.warning("broker connection lost while starting to consume", error=repr(e))
+            return True
         finally:
-            self.consuming = False
-            # Closing hands every unacknowledged batch back to the broker.
             with contextlib.suppress(Exception):
                 await connection.close()
-            m.BROKER_UP.set(0)
-            await self.processor.databases.close()
-            log.info("stopped")
 
     async def _drain(self) -> None:
-        assert self.consumer is not None
-        pending = set(self.consumer.in_flight)
+        pending = set(self.in_flight)
         if not pending:
             return
         grace = self.settings.worker.shutdown_grace_s

@@ -27,7 +27,9 @@ CONFIG_ENV = "UPSERT_CONFIG"
 
 
 class AmqpSettings(BaseModel):
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    # One node's URL, or the URLs of a cluster's nodes: connections go to the first that
+    # answers and fail over to the others (worker/nodes.py).
+    url: SecretStr | list[SecretStr] = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
     # Batches in flight per worker process: each holds at most one database connection.
     prefetch_count: int = Field(default=16, ge=1, le=10_000)
     # A publish (reply, retry, dead letter) not confirmed by then is treated as transient.
@@ -46,11 +48,25 @@ class AmqpSettings(BaseModel):
     # 15672, the AMQP credentials; when it does not answer they are reported as unknown.
     management_url: SecretStr | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _some_url(cls, value: SecretStr | list[SecretStr]) -> SecretStr | list[SecretStr]:
+        if isinstance(value, list) and not value:
+            raise ValueError("at least one broker URL is needed")
+        return value
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes' URLs, in the order connections try them."""
+        values = self.url if isinstance(self.url, list) else [self.url]
+        return [value.get_secret_value() for value in values]
+
     def signing_key_bytes(self) -> bytes:
         if self.signing_key is not None:
             return self.signing_key.get_secret_value().encode()
-        return hashlib.sha256(b"vbapi-upsert-worker:" + self.url.get_secret_value().encode()
-                              ).digest()
+        # Sorted: workers that list a cluster's nodes in different orders share the key.
+        urls = "\n".join(sorted(self.urls))
+        return hashlib.sha256(b"vbapi-upsert-worker:" + urls.encode()).digest()
 
 
 class DatabaseSettings(BaseModel):

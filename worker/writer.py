@@ -89,6 +89,9 @@ async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
     except Exception as e:
         transient = errors.classify_database_error(e)
         if transient is not None:
+            if errors.is_on_standby(e):
+                # New connections go where target_session_attrs says: the new primary.
+                await pool.expire_connections()
             raise transient from e
         raise
 

@@ -1,0 +1,149 @@
+"""The broker's nodes: connect to the first that answers, and fail over to another.
+
+A cluster's nodes are listed in ``amqp.url``; a connection goes to the first that answers,
+in list order.  When that connection is lost, the next try starts with the node after it,
+so a dead node is not the first one tried again.  The connections are plain (not aio-pika's
+robust ones): whoever uses one builds its channels and consumers on it and, once it is
+lost, builds them again on the next.  That is what restores consumers after a failover,
+and what keeps a publish or an ack from being sent on a channel that died with its node:
+it fails at once instead, and the broker redelivers what was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+
+from worker.logs import get_logger
+
+log = get_logger("worker.nodes")
+
+
+async def connect_first(urls: Sequence[str], *, timeout_s: float,
+                        connection_name: str) -> AbstractConnection:
+    """A connection to the first of ``urls`` that answers (for a command's one connection:
+    it does not fail over, it fails)."""
+    return await Nodes(urls, timeout_s=timeout_s, connection_name=connection_name).connect()
+
+
+def node_name(url: str) -> str:
+    """host:port of a node's URL, without credentials: what logs and metrics show."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+class NoNodeAnswers(ConnectionError):
+    """No node of the list accepted a connection."""
+
+
+class Nodes:
+    """The broker's nodes, and which one a connection goes to next."""
+
+    def __init__(self, urls: Sequence[str], *, timeout_s: float, connection_name: str) -> None:
+        if not urls:
+            raise ValueError("at least one broker URL is needed")
+        self.urls = list(urls)
+        self.timeout_s = timeout_s
+        self.connection_name = connection_name
+        self._next = 0
+        # The node of the connection made last (index into urls).
+        self.current: int | None = None
+
+    @property
+    def current_name(self) -> str | None:
+        return None if self.current is None else node_name(self.urls[self.current])
+
+    async def connect(self) -> AbstractConnection:
+        """A connection to the first node that answers, trying each once, starting with the
+        node after the one whose connection was lost; raises NoNodeAnswers."""
+        failures = []
+        for step in range(len(self.urls)):
+            index = (self._next + step) % len(self.urls)
+            url = self.urls[index]
+            try:
+                connection = await aio_pika.connect(
+                    url, timeout=self.timeout_s,
+                    client_properties={"connection_name": self.connection_name})
+            except Exception as e:
+                failures.append(f"{node_name(url)}: {type(e).__name__}: {e}")
+                continue
+            self.current = index
+            return connection
+        raise NoNodeAnswers("no broker node answers: " + "; ".join(failures))
+
+    def lost(self) -> None:
+        """The current connection was lost: the next connect starts with the next node."""
+        if self.current is not None:
+            self._next = (self.current + 1) % len(self.urls)
+
+
+class Link:
+    """A connection to the nodes that is made again, to the next node that answers, as soon
+    as it is lost: in the background, so that a consumer on it (replies to a named queue)
+    comes back even when nothing is being sent.  ``on_connect`` builds the channels and
+    consumers of each new connection.  Each failover is logged and counted."""
+
+    def __init__(self, nodes: Nodes, on_connect: Callable[[AbstractConnection], Awaitable[None]],
+                 *, retry_interval_s: float = 1.0) -> None:
+        self.nodes = nodes
+        self.on_connect = on_connect
+        self.retry_interval_s = retry_interval_s
+        self.connection: AbstractConnection | None = None
+        self.failovers = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self) -> AbstractConnection:
+        connection = await self.nodes.connect()
+        await self._use(connection)
+        return connection
+
+    async def ready(self) -> AbstractConnection:
+        """The connection, once one is up again if it was lost."""
+        if self._reconnecting is not None:
+            await asyncio.shield(self._reconnecting)
+        assert self.connection is not None
+        return self.connection
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def _use(self, connection: AbstractConnection) -> None:
+        try:
+            await self.on_connect(connection)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        self.connection = connection
+        connection.close_callbacks.add(self._on_close)
+
+    def _on_close(self, connection: object, *_: object) -> None:
+        if self._closed or connection is not self.connection or self._reconnecting is not None:
+            return
+        self.nodes.lost()
+        self.failovers += 1
+        log.warning("broker connection lost; failing over", node=self.nodes.current_name)
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            while not self._closed:
+                try:
+                    await self._use(await self.nodes.connect())
+                    log.info("broker connection made again", node=self.nodes.current_name)
+                    return
+                except Exception as e:
+                    log.warning("no broker node answers; trying again", error=str(e))
+                await asyncio.sleep(self.retry_interval_s)
+        finally:
+            self._reconnecting = None
