@@ -1,7 +1,7 @@
 """Fixtures of the fault tests: worker subprocesses that are always reaped, the test's
-own broker connection, and the cluster a fault test kills nodes of: three RabbitMQ
-nodes.  Each test still has its own vhost and database on the shared services
-(tests/conftest.py).
+own broker connection, and the clusters a fault test kills nodes of: three RabbitMQ
+nodes, and a PostgreSQL primary with its synchronous standby.  Each test still has its
+own vhost and database on the shared services (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 from tests.faults.broker import TestBroker
 from tests.faults.cluster import RabbitCluster, rabbit_cluster
+from tests.faults.pg_pair import PgPair, pg_pair
 from tests.faults.processes import WorkerProcess, write_config
 from tests.support import amqp_url
 
@@ -74,3 +75,10 @@ def broker_cluster() -> Iterator[RabbitCluster]:
     with rabbit_cluster() as cluster:
         yield cluster
 
+
+@pytest.fixture
+def db_pair() -> Iterator[PgPair]:
+    """A PostgreSQL primary and its synchronous standby (about 3 s to start): a test's
+    own, since a failover cannot be undone."""
+    with pg_pair() as pair:
+        yield pair
