@@ -10,6 +10,7 @@ import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -18,7 +19,14 @@ from pydantic import BaseModel
 
 from worker import metrics
 from worker.cli import build_parser
-from worker.settings import DatabaseSettings, MetricsSettings, Settings, load_settings
+from worker.settings import (
+    DatabaseSettings,
+    MetricsSettings,
+    RetrySettings,
+    Settings,
+    load_settings,
+)
+from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE, retry_queue_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -40,6 +48,13 @@ def parses_as_cli(argv: list[str]) -> None:
     """The arguments are accepted by the real command-line parser."""
     assert argv and argv[0] in commands(), argv
     build_parser().parse_args(argv)
+
+
+def rabbitmq_conf(text: str) -> dict[str, str]:
+    """The ``key = value`` lines of a rabbitmq.conf (sysctl format)."""
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def yaml_documents(path: Path) -> list[Any]:
@@ -271,6 +286,65 @@ def test_pdb_and_keda_target_the_worker() -> None:
     [ref] = auth["spec"]["secretTargetRef"]
     assert ref["parameter"] == "host"
     assert ref["key"] in objects["Secret/upsert-worker"]["stringData"]
+
+
+def test_rabbitmq_cluster_has_three_nodes_and_the_worker_vhost_quorum_queues() -> None:
+    objects = k8s_objects()
+    cluster = objects["RabbitmqCluster/rabbitmq"]["spec"]
+    assert cluster["replicas"] == 3
+    assert cluster["image"] == compose()["services"]["rabbitmq"]["image"]
+    config = rabbitmq_conf(cluster["rabbitmq"]["additionalConfig"])
+    assert config["cluster_partition_handling"] == "pause_minority"
+    spreads = cluster["affinity"]["podAntiAffinity"]
+    [spread] = spreads["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # The vhost the worker's URL names: queues declared there without a type are quorum.
+    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
+    assert urlsplit(amqp_url).hostname.split(".")[0] == "rabbitmq"  # the cluster's Service
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    [vhost_spec] = [o["spec"] for o in objects.values() if o["kind"] == "Vhost"]
+    assert vhost_spec["name"] == vhost and vhost_spec["defaultQueueType"] == "quorum"
+    for obj in objects.values():
+        if obj["apiVersion"] == "rabbitmq.com/v1beta1" and obj["kind"] != "RabbitmqCluster":
+            assert obj["spec"]["rabbitmqClusterReference"] == {"name": "rabbitmq"}
+
+
+def test_retry_queues_dead_letter_at_least_once() -> None:
+    """The policy matches every retry queue the worker declares, in production's
+    configuration and by default, and no other of its queues."""
+    objects = k8s_objects()
+    policy = objects["Policy/vbapi-retry-at-least-once"]["spec"]
+    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
+    assert policy["vhost"] == unquote(urlsplit(amqp_url).path[1:])
+    assert policy["applyTo"] == "quorum_queues"
+    # The broker accepts at-least-once dead-lettering only with overflow reject-publish.
+    assert policy["definition"] == {"dead-letter-strategy": "at-least-once",
+                                    "overflow": "reject-publish"}
+    config = tomllib.loads(objects["ConfigMap/upsert-worker"]["data"]["worker.toml"])
+    delays = config["retry"]["delays_s"] + RetrySettings().delays_s
+    pattern = re.compile(policy["pattern"])
+    assert all(pattern.search(retry_queue_name(d)) for d in delays)
+    assert not any(pattern.search(q) for q in (REQUEST_QUEUE, REPLY_QUEUE, DEAD_QUEUE))
+
+
+def test_postgres_cluster_commits_to_a_synchronous_standby() -> None:
+    objects = k8s_objects()
+    cluster = objects["Cluster/postgres"]["spec"]
+    assert cluster["instances"] == 3
+    # One way to say it: the old minSyncReplicas/maxSyncReplicas would fall back to
+    # asynchronous replication with no standby left, which `required` refuses.
+    assert not {"minSyncReplicas", "maxSyncReplicas"} & set(cluster)
+    sync = cluster["postgresql"]["synchronous"]
+    assert sync["method"] in ("any", "first")
+    assert 1 <= sync["number"] < cluster["instances"]
+    assert sync["dataDurability"] == "required"
+    assert cluster["postgresql"]["parameters"]["synchronous_commit"] in ("on", "remote_apply")
+    assert compose()["services"]["postgres"]["image"].split(":")[1] == \
+        cluster["imageName"].split(":")[1]
+    # The database and owner the worker's DSN names.
+    dsn = urlsplit(objects["Secret/upsert-worker"]["stringData"]["demo-dsn"])
+    assert cluster["bootstrap"]["initdb"] == {"database": dsn.path[1:], "owner": dsn.username}
+    assert cluster["affinity"]["podAntiAffinityType"] == "required"
 
 
 # --- Prometheus rules and Grafana dashboard -----------------------------------------
