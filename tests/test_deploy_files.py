@@ -213,6 +213,32 @@ def test_compose_monitoring_profile_mounts_real_files() -> None:
     assert targets["upsert-worker"] == [f"worker:{METRICS_PORT}"]
 
 
+def test_compose_cluster_profile_runs_three_clustered_brokers_not_by_default() -> None:
+    services = compose()["services"]
+    nodes = {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert sorted(nodes) == ["rabbit-1", "rabbit-2", "rabbit-3"]
+    assert all(s["profiles"] == ["cluster"] and s["hostname"] == name
+               for name, s in nodes.items())
+    assert {s["image"] for s in nodes.values()} == {services["rabbitmq"]["image"]}
+    assert len({s["environment"]["RABBITMQ_ERLANG_COOKIE"] for s in nodes.values()}) == 1
+    # Each node finds the others by the names their hostnames give them.
+    [volume] = {v for s in nodes.values() for v in s["volumes"]}
+    source, target = volume.split(":")[:2]
+    assert target.startswith("/etc/rabbitmq/conf.d/") and target.endswith(".conf")
+    conf = rabbitmq_conf((ROOT / source).read_text())
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    listed = {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")}
+    assert listed == {f"rabbit@{s['hostname']}" for s in nodes.values()}
+    # The others join the first once it runs, rather than boot as clusters of their own.
+    for name in ("rabbit-2", "rabbit-3"):
+        assert nodes[name]["depends_on"] == {"rabbit-1": {"condition": "service_healthy"}}
+    ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(ports) == len(set(ports))
+    for name, service in services.items():  # nothing started by default needs them
+        if "profiles" not in service:
+            assert not set(service.get("depends_on", {})) & set(nodes), name
+
+
 # --- Kubernetes ---------------------------------------------------------------------
 
 def k8s_objects() -> dict[str, dict[str, Any]]:
