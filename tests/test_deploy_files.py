@@ -10,6 +10,7 @@ import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -18,7 +19,14 @@ from pydantic import BaseModel
 
 from worker import metrics
 from worker.cli import build_parser
-from worker.settings import DatabaseSettings, MetricsSettings, Settings, load_settings
+from worker.settings import (
+    DatabaseSettings,
+    MetricsSettings,
+    RetrySettings,
+    Settings,
+    load_settings,
+)
+from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE, retry_queue_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -40,6 +48,13 @@ def parses_as_cli(argv: list[str]) -> None:
     """The arguments are accepted by the real command-line parser."""
     assert argv and argv[0] in commands(), argv
     build_parser().parse_args(argv)
+
+
+def rabbitmq_conf(text: str) -> dict[str, str]:
+    """The ``key = value`` lines of a rabbitmq.conf (sysctl format)."""
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def yaml_documents(path: Path) -> list[Any]:
@@ -198,6 +213,32 @@ def test_compose_monitoring_profile_mounts_real_files() -> None:
     assert targets["upsert-worker"] == [f"worker:{METRICS_PORT}"]
 
 
+def test_compose_cluster_profile_runs_three_clustered_brokers_not_by_default() -> None:
+    services = compose()["services"]
+    nodes = {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert sorted(nodes) == ["rabbit-1", "rabbit-2", "rabbit-3"]
+    assert all(s["profiles"] == ["cluster"] and s["hostname"] == name
+               for name, s in nodes.items())
+    assert {s["image"] for s in nodes.values()} == {services["rabbitmq"]["image"]}
+    assert len({s["environment"]["RABBITMQ_ERLANG_COOKIE"] for s in nodes.values()}) == 1
+    # Each node finds the others by the names their hostnames give them.
+    [volume] = {v for s in nodes.values() for v in s["volumes"]}
+    source, target = volume.split(":")[:2]
+    assert target.startswith("/etc/rabbitmq/conf.d/") and target.endswith(".conf")
+    conf = rabbitmq_conf((ROOT / source).read_text())
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    listed = {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")}
+    assert listed == {f"rabbit@{s['hostname']}" for s in nodes.values()}
+    # The others join the first once it runs, rather than boot as clusters of their own.
+    for name in ("rabbit-2", "rabbit-3"):
+        assert nodes[name]["depends_on"] == {"rabbit-1": {"condition": "service_healthy"}}
+    ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(ports) == len(set(ports))
+    for name, service in services.items():  # nothing started by default needs them
+        if "profiles" not in service:
+            assert not set(service.get("depends_on", {})) & set(nodes), name
+
+
 # --- Kubernetes ---------------------------------------------------------------------
 
 def k8s_objects() -> dict[str, dict[str, Any]]:
@@ -271,6 +312,65 @@ def test_pdb_and_keda_target_the_worker() -> None:
     [ref] = auth["spec"]["secretTargetRef"]
     assert ref["parameter"] == "host"
     assert ref["key"] in objects["Secret/upsert-worker"]["stringData"]
+
+
+def test_rabbitmq_cluster_has_three_nodes_and_the_worker_vhost_quorum_queues() -> None:
+    objects = k8s_objects()
+    cluster = objects["RabbitmqCluster/rabbitmq"]["spec"]
+    assert cluster["replicas"] == 3
+    assert cluster["image"] == compose()["services"]["rabbitmq"]["image"]
+    config = rabbitmq_conf(cluster["rabbitmq"]["additionalConfig"])
+    assert config["cluster_partition_handling"] == "pause_minority"
+    spreads = cluster["affinity"]["podAntiAffinity"]
+    [spread] = spreads["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # The vhost the worker's URL names: queues declared there without a type are quorum.
+    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
+    assert urlsplit(amqp_url).hostname.split(".")[0] == "rabbitmq"  # the cluster's Service
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    [vhost_spec] = [o["spec"] for o in objects.values() if o["kind"] == "Vhost"]
+    assert vhost_spec["name"] == vhost and vhost_spec["defaultQueueType"] == "quorum"
+    for obj in objects.values():
+        if obj["apiVersion"] == "rabbitmq.com/v1beta1" and obj["kind"] != "RabbitmqCluster":
+            assert obj["spec"]["rabbitmqClusterReference"] == {"name": "rabbitmq"}
+
+
+def test_retry_queues_dead_letter_at_least_once() -> None:
+    """The policy matches every retry queue the worker declares, in production's
+    configuration and by default, and no other of its queues."""
+    objects = k8s_objects()
+    policy = objects["Policy/vbapi-retry-at-least-once"]["spec"]
+    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
+    assert policy["vhost"] == unquote(urlsplit(amqp_url).path[1:])
+    assert policy["applyTo"] == "quorum_queues"
+    # The broker accepts at-least-once dead-lettering only with overflow reject-publish.
+    assert policy["definition"] == {"dead-letter-strategy": "at-least-once",
+                                    "overflow": "reject-publish"}
+    config = tomllib.loads(objects["ConfigMap/upsert-worker"]["data"]["worker.toml"])
+    delays = config["retry"]["delays_s"] + RetrySettings().delays_s
+    pattern = re.compile(policy["pattern"])
+    assert all(pattern.search(retry_queue_name(d)) for d in delays)
+    assert not any(pattern.search(q) for q in (REQUEST_QUEUE, REPLY_QUEUE, DEAD_QUEUE))
+
+
+def test_postgres_cluster_commits_to_a_synchronous_standby() -> None:
+    objects = k8s_objects()
+    cluster = objects["Cluster/postgres"]["spec"]
+    assert cluster["instances"] == 3
+    # One way to say it: the old minSyncReplicas/maxSyncReplicas would fall back to
+    # asynchronous replication with no standby left, which `required` refuses.
+    assert not {"minSyncReplicas", "maxSyncReplicas"} & set(cluster)
+    sync = cluster["postgresql"]["synchronous"]
+    assert sync["method"] in ("any", "first")
+    assert 1 <= sync["number"] < cluster["instances"]
+    assert sync["dataDurability"] == "required"
+    assert cluster["postgresql"]["parameters"]["synchronous_commit"] in ("on", "remote_apply")
+    assert compose()["services"]["postgres"]["image"].split(":")[1] == \
+        cluster["imageName"].split(":")[1]
+    # The database and owner the worker's DSN names.
+    dsn = urlsplit(objects["Secret/upsert-worker"]["stringData"]["demo-dsn"])
+    assert cluster["bootstrap"]["initdb"] == {"database": dsn.path[1:], "owner": dsn.username}
+    assert cluster["affinity"]["podAntiAffinityType"] == "required"
 
 
 # --- Prometheus rules and Grafana dashboard -----------------------------------------

@@ -1,5 +1,7 @@
-"""Fixtures of the fault tests: worker subprocesses that are always reaped, and the test's
-own broker connection.  Each test still has its own vhost and database (tests/conftest.py).
+"""Fixtures of the fault tests: worker subprocesses that are always reaped, the test's
+own broker connection, and the clusters a fault test kills nodes of: three RabbitMQ
+nodes, and a PostgreSQL primary with its synchronous standby.  Each test still has its
+own vhost and database on the shared services (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 import pytest
 
 from tests.faults.broker import TestBroker
+from tests.faults.cluster import RabbitCluster, rabbit_cluster
+from tests.faults.pg_pair import PgPair, pg_pair
 from tests.faults.processes import WorkerProcess, write_config
 from tests.support import amqp_url
 
@@ -61,3 +65,20 @@ async def broker_for(vhost: str) -> AsyncIterator[Callable[[list[float]], Any]]:
     finally:
         for broker in opened:
             await broker.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def broker_cluster() -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes clustered, for the tests of one module (about 20 s to start,
+    so not one a test).  A test that kills a node restarts it and waits for
+    ``wait_healthy()`` before it ends, so that the next finds three nodes running."""
+    with rabbit_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def db_pair() -> Iterator[PgPair]:
+    """A PostgreSQL primary and its synchronous standby (about 3 s to start): a test's
+    own, since a failover cannot be undone."""
+    with pg_pair() as pair:
+        yield pair

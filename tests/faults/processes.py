@@ -19,6 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.faults.commands import run_bounded
+from tests.faults.procinfo import children_of, identities, still_running
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,8 +141,10 @@ class PrivatePostgres:
 
     USER = "faults"
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir
+        # More server settings (-c name=value) on top of the ones start() always gives.
+        self.settings = dict(settings or {})
         self.dir = Path(tempfile.mkdtemp(prefix="vbapi-faults-pg-"))
         self.data = self.dir / "data"
         self.logfile = self.dir / "server.log"
@@ -149,31 +154,28 @@ class PrivatePostgres:
             shutil.chown(self.dir, "postgres", "postgres")
         os.chmod(self.dir, 0o700)
 
-    def _run(self, tool: str, *args: str, timeout_s: float = 60) -> None:
+    def run(self, tool: str, *args: str, timeout_s: float = 60) -> str:
+        """A server program of this installation (as the postgres user under root); its
+        output."""
         command = [str(self.bindir / tool), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        # Output to a file, not a pipe: a server started by pg_ctl inherits it, and a pipe
-        # would then never reach end-of-file.  A session of its own, so that a timeout can
-        # end the whole group we started (runuser and pg_ctl), not just runuser.
-        with tempfile.TemporaryFile() as out:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                code = -1
-            out.seek(0)
-            output = out.read().decode(errors="replace")
+        code, output = run_bounded(command, timeout_s)
         if code != 0:
             raise RuntimeError(f"{tool} {' '.join(args)} failed ({code}):\n{output}\n"
                                f"{self.server_log()}")
+        return output
+
+    def query(self, sql: str, database: str = "postgres") -> list[list[str]]:
+        """Rows of ``sql`` as psql prints them unaligned: for a check from code that may
+        or may not run in an event loop."""
+        out = self.run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER,
+                       "-d", database, "-X", "-A", "-t", "-F", "\t", "-c", sql, timeout_s=30)
+        return [line.split("\t") for line in out.splitlines() if line]
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", self.USER, "--auth=trust",
-                  "-E", "UTF8", "--no-sync", "--no-instructions")
+        self.run("initdb", "-D", str(self.data), "-U", self.USER, "--auth=trust",
+                 "-E", "UTF8", "--no-sync", "--no-instructions")
 
     def start(self) -> None:
         if not self.port:
@@ -183,19 +185,22 @@ class PrivatePostgres:
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                    f"-c fsync=off -c full_page_writes=off -c max_connections=60 "
                    f"-c shared_buffers=16MB")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
-                  "-w", "-t", "30", "start")
+        for name, value in self.settings.items():
+            assert value and not set(value) & set(" '\"\\"), value  # pg_ctl -o goes via a shell
+            options += f" -c {name}={value}"
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
+                 "-w", "-t", "30", "start")
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (``fast``: backends terminated; ``immediate``: killed, crash recovery on
         start) and start again on the same port."""
         # -l again: without it the new server would write to pg_ctl's output, which is a
         # pipe of ours that then never reaches end-of-file.
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-m", mode, "-w",
-                  "-t", "30", "restart")
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-m", mode, "-w",
+                 "-t", "30", "restart")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{database}"
@@ -216,6 +221,24 @@ class PrivatePostgres:
         # Only a postgres serving our own data directory counts (PIDs get reused).
         return pid if str(self.data).encode() in cmdline else None
 
+    def kill_9(self) -> None:
+        """SIGKILL to the postmaster (its own PID): no shutdown checkpoint, no goodbye to
+        clients or standbys.  Returns once it and the processes it had started are gone
+        (they notice the postmaster's death and exit by themselves)."""
+        pid = self.postmaster_pid()
+        assert pid is not None, "not running"
+        ours = identities([pid, *children_of(pid)])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while still_running(ours) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child, _ in still_running(ours):  # started by our postmaster: ours to end
+            os.kill(child, signal.SIGKILL)
+
+    def promote(self) -> None:
+        """A standby becomes a primary (pg_ctl promote, waiting until it accepts writes)."""
+        self.run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "promote")
+
     def remove(self) -> None:
         """Stop the server if it runs (pg_ctl, else SIGKILL to its own postmaster), then
         delete its directory: never before it is down, or it would write on into it."""
@@ -233,15 +256,20 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A started private server, removed afterwards."""
+def require_postgres_bindir() -> Path:
+    """The server binaries, or skip the test."""
     bindir = postgres_bindir()
     if bindir is None or not (bindir / "initdb").exists():
         import pytest
 
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    server = PrivatePostgres(bindir)
+    return bindir
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started private server, removed afterwards."""
+    server = PrivatePostgres(require_postgres_bindir())
     try:
         server.init()
         server.start()
