@@ -1,5 +1,5 @@
-"""Helpers of the operations tests: configuration files for the real CLI, a reply
-collector that keeps every reply (to count them), and direct access to ``vbapi.dead``."""
+"""Helpers of the operations tests: the real CLI, a reply collector that keeps every reply
+(to count them), and direct access to ``vbapi.dead``."""
 
 from __future__ import annotations
 
@@ -19,56 +19,13 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from tests.samples import benefit
+from tests.waiting import wait_until
 from worker import cli
 from worker.client import UpsertClient
-from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, REQUEST_EXCHANGE
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def benefit(code: str, **fields: object) -> dict[str, object]:
-    return {"benefit_Code": code, "allow_Flat_Tax": True, "medicare": "N", "pend_Flag": "N",
-            **fields}
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return orjson.dumps(value).decode()  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def to_toml(values: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for nested tables of plain values (enough for settings)."""
-    plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and plain else []
-    lines += [f"{k} = {_toml_value(v)}" for k, v in plain.items() if v is not None]
-    text = "\n".join(lines) + ("\n\n" if lines else "")
-    for key, table in tables.items():
-        text += to_toml(table, f"{prefix}.{key}" if prefix else key)
-    return text
-
-
-def write_config(path: Path, settings: Settings) -> Path:
-    """The settings as the TOML file the CLI reads (secrets written out in clear)."""
-    values = settings.model_dump(mode="python")
-
-    def reveal(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: reveal(v) for k, v in value.items()}
-        if hasattr(value, "get_secret_value"):
-            return value.get_secret_value()
-        return value
-
-    path.write_text(to_toml(reveal(values)))
-    return path
 
 
 async def run_cli(args: Sequence[str], capsys: Any) -> tuple[int, str, str]:
@@ -116,21 +73,19 @@ class Replies:
 
     async def wait_for(self, correlation_id: str, count: int = 1, timeout_s: float = 30
                        ) -> list[AbstractIncomingMessage]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(self.for_id(correlation_id)) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{count} replies to {correlation_id} not within "
-                                     f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: len(self.for_id(correlation_id)) >= count, timeout_s, 0.02,
+                         failure=lambda: f"{count} replies to {correlation_id} not within "
+                                         f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
         return self.for_id(correlation_id)
 
-    async def send(self, path: str, items: Any, *, database: str,
-                   user_id: str | None = None, routing_key: str = "Benefit",
-                   timestamp: dt.datetime | None = None) -> str:
-        """Publish a batch with reply_to = this queue; returns its message/correlation id."""
+    async def send(self, path: str, items: Any, *, database: str, **properties: Any) -> str:
+        """Publish a batch with reply_to = this queue; returns its message/correlation id.
+        ``properties`` are the client's (user_id, timestamp, ...); the routing key is
+        ``Benefit`` unless given."""
         message_id = uuid.uuid4().hex
+        properties.setdefault("routing_key", "Benefit")
         await self.client.send(path, items, database=database, message_id=message_id,
-                               user_id=user_id, routing_key=routing_key, timestamp=timestamp)
+                               **properties)
         return message_id
 
 
@@ -154,11 +109,14 @@ async def dead_count(url: str) -> int:
 
 
 async def wait_dead_count(url: str, count: int, timeout_s: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while (got := await dead_count(url)) != count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"vbapi.dead holds {got}, expected {count}")
-        await asyncio.sleep(0.05)
+    got: list[int] = []
+
+    async def reached() -> bool:
+        got.append(await dead_count(url))
+        return got[-1] == count
+
+    await wait_until(reached, timeout_s,
+                     failure=lambda: f"vbapi.dead holds {got[-1]}, expected {count}")
 
 
 STAMP = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

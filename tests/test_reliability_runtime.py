@@ -17,22 +17,18 @@ import pytest
 
 from schemas.registry import default_registry
 from tests import samples
-from tests.conftest import running
+from tests.configs import make_settings
+from tests.producer import Producer
 from tests.reliability_support import (
     TcpProxy,
     broker_channel,
+    lock_waiters,
     queue_depth,
     take_dead_letters,
-    wait_for,
 )
-from tests.support import (
-    PG_DSN,
-    Producer,
-    amqp_url,
-    make_settings,
-    rabbitmqctl,
-    wait_until,
-)
+from tests.running import running
+from tests.services import PG_DSN, amqp_url, rabbitmqctl
+from tests.waiting import wait_until
 from worker import errors
 from worker.batch import Request, Validators, prepare_batch
 from worker.settings import Settings
@@ -57,13 +53,6 @@ async def consumers_of_requests(vhost: str) -> int:
     async with broker_channel(vhost) as channel:
         queue = await channel.declare_queue(REQUEST_QUEUE, passive=True)
         return int(queue.declaration_result.consumer_count or 0)
-
-
-async def lock_waiters(db: asyncpg.Connection) -> int:
-    await db.execute("SELECT pg_stat_clear_snapshot()")
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock'"))
 
 
 async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
@@ -96,7 +85,7 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
             await wait_until(lambda: lock_waiters(db), timeout_s=10)
             assert close_worker_connections(vhost) >= 1
         # The worker reconnects and consumes again ...
-        await wait_for(lambda: consumers_of_requests(vhost), timeout_s=15)
+        await wait_until(lambda: consumers_of_requests(vhost), timeout_s=15)
         await wait_until(lambda: replies, timeout_s=15)
         # ... and batches flow as before.
         later = await producer.call(samples.ARMOR_PATH, [samples.armor(2)])
@@ -127,8 +116,8 @@ async def test_worker_survives_its_database_restarting(
             before = await producer.call(samples.ARMOR_PATH, [samples.armor(1)])
             await proxy.stop()
             sent = await producer.send(samples.ARMOR_PATH, [samples.armor(2)])
-            await wait_for(lambda: queue_depth(vhost, retry_queue_name(0.5)),
-                           timeout_s=10, interval_s=0.02)
+            await wait_until(lambda: queue_depth(vhost, retry_queue_name(0.5)),
+                             timeout_s=10, interval_s=0.02)
             await proxy.start()
             during = await producer.reply(sent, timeout_s=15)
             after = await producer.call(samples.ARMOR_PATH, [samples.armor(3)])
@@ -291,7 +280,7 @@ async def test_shutdown_hands_back_what_does_not_finish_within_grace(
         stopped_in = time.perf_counter() - started
         assert stopped_in < 5
         # Handed back, not lost, not answered.
-        assert await wait_for(lambda: queue_depth(vhost, REQUEST_QUEUE), timeout_s=5) == 1
+        assert await wait_until(lambda: queue_depth(vhost, REQUEST_QUEUE), timeout_s=5) == 1
         assert not producer._replies[sent].done()
     async with running(settings):
         reply = await producer.reply(sent)

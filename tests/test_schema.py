@@ -14,7 +14,7 @@ import pytest
 
 from schemas.entity import Entity, Field, Kind, Parent, Table, audit_fields, integer, text
 from schemas.registry import Registry, default_registry
-from tests.support import isolated_database
+from tests.databases import isolated_database
 from worker.batch import Request
 from worker.migrations import MigrationRefused, migrate
 from worker.processor import Processor

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from tests.faults.broker import TestBroker
-from tests.faults.processes import WorkerProcess, write_config
-from tests.support import amqp_url
-
-Spawn = Callable[..., WorkerProcess]
+from tests.faults.processes import Spawn, WorkerProcess, write_config
+from tests.services import amqp_url
 
 
 @pytest.fixture

@@ -1,0 +1,128 @@
+"""The tests' PostgreSQL databases: each test its own, copied from a template migrated once
+to the current declarations, and emptied and reused after the test when it can be."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schemas import ddl
+from schemas.registry import default_registry
+from tests.services import SERVICES, dsn_for, unique
+from worker import migrations
+from worker.migrations import migrate
+
+
+@functools.cache
+def _template_name() -> str:
+    # Named by what this process would build: its declarations as loaded, and the code.
+    tables, keys = ddl.declared_schema(default_registry())
+    shape = "\n".join([*map(ddl.create_table, tables), *(k.statement for k in keys)])
+    code = Path(migrations.__file__).read_bytes() + Path(ddl.__file__).read_bytes()
+    return f"vbapi_template_{hashlib.sha256(shape.encode() + code).hexdigest()[:12]}"
+
+
+async def migrated_template() -> str:
+    """The name of a database migrated to the current declarations, to copy test databases
+    from: migrating the 730 tables takes seconds, copying a database a fraction of one.
+    Named by the declarations' digest and kept, so a later run reuses it; made under a
+    temporary name and renamed, so a half-made one is never used."""
+    name = _template_name()
+    async with SERVICES.admin() as admin:
+        if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return name
+        for (stale,) in await admin.fetch(  # templates of earlier declarations
+                "SELECT datname FROM pg_database WHERE datname LIKE 'vbapi\\_template\\_%'"):
+            with contextlib.suppress(asyncpg.PostgresError):
+                await admin.execute(f'DROP DATABASE "{stale}" WITH (FORCE)')
+        scratch = unique("vbapi_template")
+        await admin.execute(f'CREATE DATABASE "{scratch}"')
+        await migrate(dsn_for(scratch))
+        try:
+            await admin.execute(f'ALTER DATABASE "{scratch}" RENAME TO "{name}"')
+        except asyncpg.DuplicateDatabaseError:  # another run made it meanwhile
+            await admin.execute(f'DROP DATABASE "{scratch}" WITH (FORCE)')
+        return name
+
+
+# Copying the 730-table template costs seconds (thousands of files to sync), so migrated
+# databases are reused: after a test, the tables it wrote are emptied and the database
+# goes back to this pool, unless the test changed its schema (then it is dropped).
+_POOL: list[str] = []
+_SHAPE = """
+SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')),
+       (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'vbapi'
+        AND NOT a.attisdropped),
+       (SELECT count(*) FROM pg_constraint), (SELECT count(*) FROM pg_trigger),
+       (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+       (SELECT string_agg(format_type(a.atttypid, a.atttypmod), ',' ORDER BY c.oid, a.attnum)
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'vbapi'
+        AND a.attnum > 0 AND NOT a.attisdropped)
+"""
+_template_shape: tuple[Any, ...] | None = None
+
+
+async def _reset(name: str) -> bool:
+    """Empty every table of ``name`` that holds rows; False if its schema is no longer the
+    template's (or it cannot be reset), so that it must be dropped instead."""
+    global _template_shape
+    conn = await asyncpg.connect(dsn_for(name))
+    try:
+        if _template_shape is None:
+            template = await asyncpg.connect(dsn_for(await migrated_template()))
+            try:
+                _template_shape = tuple(await template.fetchrow(_SHAPE))
+            finally:
+                await template.close()
+        if tuple(await conn.fetchrow(_SHAPE)) != _template_shape:
+            return False
+        await conn.execute("SET lock_timeout = '5s'")
+        tables = [r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'vbapi' "
+            "AND tablename NOT IN ('schema_migrations', 'schema_entities')")]
+        probe = " UNION ALL ".join(
+            f"(SELECT $${t}$$ FROM {ddl.qualified(t)} LIMIT 1)" for t in tables)
+        written = [r[0] for r in await conn.fetch(probe)]
+        if written:
+            await conn.execute("TRUNCATE " + ", ".join(ddl.qualified(t) for t in written)
+                               + " CASCADE")
+        return True
+    except (asyncpg.PostgresError, OSError):
+        return False
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def isolated_database(*, migrated: bool = False) -> AsyncIterator[str]:
+    """A PostgreSQL database of the test's own (its DSN), with schema vbapi already
+    migrated if asked, and empty; dropped afterwards (or, if migrated, emptied and kept
+    for a later test)."""
+    if migrated and _POOL:
+        name = _POOL.pop()
+    else:
+        name = unique("vbapi_test")
+        await SERVICES.create_database(name, await migrated_template() if migrated else None)
+    try:
+        yield dsn_for(name)
+    finally:
+        if migrated and await _reset(name):
+            _POOL.append(name)
+        else:
+            await SERVICES.drop_database(name)
+
+
+async def drop_pooled_databases() -> None:
+    """At the end of a test run: the pooled databases are no longer needed."""
+    while _POOL:
+        await SERVICES.drop_database(_POOL.pop())
