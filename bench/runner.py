@@ -31,7 +31,8 @@ from bench.services import (
     wait_for_log,
     worker_config,
 )
-from bench.startup import IDLE_S, free_port, measure_startup
+from bench.startup import IDLE_S, measure_startup
+from tests.services import free_port
 from worker.settings import Settings
 
 WORKER = "worker"
@@ -206,7 +207,7 @@ class Bench:
         """The same batches through the HTTP gateway: its cost over the client library."""
         port = free_port()
         gateway_config = worker_config(self.workdir / "gateway.toml", url, dsn,
-                                       f'\n[gateway]\nlisten = "127.0.0.1:{port}"\n')
+                                       gateway={"listen": f"127.0.0.1:{port}"})
         command = python_module("worker", "gateway", "--config", str(gateway_config))
         async with self._started("gateway", command, b'"gateway ready"') as gateway, \
                 HttpProducer(f"http://127.0.0.1:{port}") as http:
