@@ -34,6 +34,16 @@ def prepare(path: str, items: Any, *, message_id: str | None = None,
     return prepare_batch(request, settings, VALIDATORS, dt.datetime.now(dt.UTC))
 
 
+def _recording(method: Any) -> Any:
+    """An asyncpg ``Connection`` method that first remembers the statement's text."""
+
+    async def recorded(self: CountingConnection, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.sent.append(query)
+        return await method(self, query, *args, **kwargs)
+
+    return recorded
+
+
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
     """A real asyncpg connection that remembers the text of every statement it sends
     (asyncpg's transactions send SAVEPOINT, RELEASE and ROLLBACK TO through execute)."""
@@ -42,21 +52,10 @@ class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.sent: list[str] = []
 
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().execute(query, *args, **kwargs)
-
-    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetch(query, *args, **kwargs)
-
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetchrow(query, *args, **kwargs)
-
-    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetchval(query, *args, **kwargs)
+    execute = _recording(asyncpg.Connection.execute)
+    fetch = _recording(asyncpg.Connection.fetch)
+    fetchrow = _recording(asyncpg.Connection.fetchrow)
+    fetchval = _recording(asyncpg.Connection.fetchval)
 
 
 class TcpProxy:
