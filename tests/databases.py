@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from tests.services import SERVICES, dsn_for, unique
 from worker import migrations
 from worker.migrations import migrate
 
+# A template of other declarations is dropped once no run has used it for this long: runs
+# of other versions of the code (another branch, on this machine at the same time) keep
+# theirs while they last.
+STALE_TEMPLATE_S = 3600.0
+
 
 @functools.cache
 def _template_name() -> str:
@@ -28,6 +34,31 @@ def _template_name() -> str:
     return f"vbapi_template_{hashlib.sha256(shape.encode() + code).hexdigest()[:12]}"
 
 
+async def _touch(admin: asyncpg.Connection, name: str) -> None:
+    """Record on the template when a run last used it, in its comment: a database's own
+    place for a note, which copying the template leaves alone.  Best effort: another run
+    may be touching or dropping it at the same moment."""
+    with contextlib.suppress(asyncpg.PostgresError):
+        await admin.execute(f"COMMENT ON DATABASE \"{name}\" IS 'used {time.time():.0f}'")
+
+
+async def _drop_stale_templates(admin: asyncpg.Connection) -> None:
+    """Drop the templates (and half-made ones) that no run has used for a while.  One with
+    no record of its use, made by a run that keeps none, is given one now."""
+    now = time.time()
+    for name, used in await admin.fetch(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE 'vbapi\\_template\\_%'"):
+        try:
+            last = float((used or "").removeprefix("used "))
+        except ValueError:
+            await _touch(admin, name)
+            continue
+        if now - last > STALE_TEMPLATE_S:
+            with contextlib.suppress(asyncpg.PostgresError):
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 async def migrated_template() -> str:
     """The name of a database migrated to the current declarations, to copy test databases
     from: migrating the 730 tables takes seconds, copying a database a fraction of one.
@@ -36,11 +67,9 @@ async def migrated_template() -> str:
     name = _template_name()
     async with SERVICES.admin() as admin:
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await _touch(admin, name)
             return name
-        for (stale,) in await admin.fetch(  # templates of earlier declarations
-                "SELECT datname FROM pg_database WHERE datname LIKE 'vbapi\\_template\\_%'"):
-            with contextlib.suppress(asyncpg.PostgresError):
-                await admin.execute(f'DROP DATABASE "{stale}" WITH (FORCE)')
+        await _drop_stale_templates(admin)
         scratch = unique("vbapi_template")
         await admin.execute(f'CREATE DATABASE "{scratch}"')
         await migrate(dsn_for(scratch))
@@ -48,6 +77,7 @@ async def migrated_template() -> str:
             await admin.execute(f'ALTER DATABASE "{scratch}" RENAME TO "{name}"')
         except asyncpg.DuplicateDatabaseError:  # another run made it meanwhile
             await admin.execute(f'DROP DATABASE "{scratch}" WITH (FORCE)')
+        await _touch(admin, name)
         return name
 
 
