@@ -1,5 +1,4 @@
-"""Helpers of the operations tests: the real CLI, a reply collector that keeps every reply
-(to count them), and direct access to ``vbapi.dead``."""
+"""Helpers of the operations tests: the real CLI, and direct access to ``vbapi.dead``."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.samples import benefit
 from tests.waiting import wait_until
 from worker import cli
-from worker.client import UpsertClient
-from worker.topology import DEAD_QUEUE, REQUEST_EXCHANGE
+from worker.topology import DEAD_QUEUE
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -47,46 +44,6 @@ async def run_console_script(args: Sequence[str], timeout_s: float = 60
     return await asyncio.to_thread(
         subprocess.run, [str(VENV_BIN / "upsert-worker"), *args], capture_output=True,
         text=True, timeout=timeout_s, env=env)
-
-
-class Replies:
-    """The client library with a private reply queue that keeps every reply it gets, in
-    arrival order (a replayed batch is answered again, on the same queue)."""
-
-    def __init__(self, url: str) -> None:
-        self.messages: list[AbstractIncomingMessage] = []
-        self.client = UpsertClient(url, replies="private", on_reply=self.messages.append)
-
-    async def __aenter__(self) -> Replies:
-        await self.client.open()
-        # Declared here too, so that a batch sent before any worker started is kept.
-        await self.client.channel.declare_exchange(REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC,
-                                                   durable=True)
-        self.queue = await self.client.channel.get_queue(self.client.reply_to, ensure=False)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
-
-    def for_id(self, correlation_id: str) -> list[AbstractIncomingMessage]:
-        return [m for m in self.messages if m.correlation_id == correlation_id]
-
-    async def wait_for(self, correlation_id: str, count: int = 1, timeout_s: float = 30
-                       ) -> list[AbstractIncomingMessage]:
-        await wait_until(lambda: len(self.for_id(correlation_id)) >= count, timeout_s, 0.02,
-                         failure=lambda: f"{count} replies to {correlation_id} not within "
-                                         f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
-        return self.for_id(correlation_id)
-
-    async def send(self, path: str, items: Any, *, database: str, **properties: Any) -> str:
-        """Publish a batch with reply_to = this queue; returns its message/correlation id.
-        ``properties`` are the client's (user_id, timestamp, ...); the routing key is
-        ``Benefit`` unless given."""
-        message_id = uuid.uuid4().hex
-        properties.setdefault("routing_key", "Benefit")
-        await self.client.send(path, items, database=database, message_id=message_id,
-                               **properties)
-        return message_id
 
 
 def status_of(message: AbstractIncomingMessage) -> int:

@@ -1,4 +1,5 @@
-"""The tests' producer: publishes batches as a producer would and collects the replies."""
+"""The tests' producers, both the client library with a private reply queue: one that
+waits for the reply to each batch, one that keeps every reply it gets (to count them)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any
 
 import aio_pika
 import orjson
+from aio_pika.abc import AbstractIncomingMessage
 
+from tests.waiting import wait_until
 from worker.client import Reply as ClientReply
 from worker.client import UpsertClient
+from worker.topology import REQUEST_EXCHANGE
 
 
 @dataclass
@@ -65,3 +69,43 @@ class Producer:
 
     async def call(self, path: str | None, items: Any = None, **kwargs: Any) -> Reply:
         return await self.reply(await self.send(path, items, **kwargs))
+
+
+class Replies:
+    """The client library with a private reply queue that keeps every reply it gets, in
+    arrival order (a replayed batch is answered again, on the same queue)."""
+
+    def __init__(self, url: str) -> None:
+        self.messages: list[AbstractIncomingMessage] = []
+        self.client = UpsertClient(url, replies="private", on_reply=self.messages.append)
+
+    async def __aenter__(self) -> Replies:
+        await self.client.open()
+        # Declared here too, so that a batch sent before any worker started is kept.
+        await self.client.channel.declare_exchange(REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True)
+        self.queue = await self.client.channel.get_queue(self.client.reply_to, ensure=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+
+    def for_id(self, correlation_id: str) -> list[AbstractIncomingMessage]:
+        return [m for m in self.messages if m.correlation_id == correlation_id]
+
+    async def wait_for(self, correlation_id: str, count: int = 1, timeout_s: float = 30
+                       ) -> list[AbstractIncomingMessage]:
+        await wait_until(lambda: len(self.for_id(correlation_id)) >= count, timeout_s, 0.02,
+                         failure=lambda: f"{count} replies to {correlation_id} not within "
+                                         f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
+        return self.for_id(correlation_id)
+
+    async def send(self, path: str, items: Any, *, database: str, **properties: Any) -> str:
+        """Publish a batch with reply_to = this queue; returns its message/correlation id.
+        ``properties`` are the client's (user_id, timestamp, ...); the routing key is
+        ``Benefit`` unless given."""
+        message_id = uuid.uuid4().hex
+        properties.setdefault("routing_key", "Benefit")
+        await self.client.send(path, items, database=database, message_id=message_id,
+                               **properties)
+        return message_id

@@ -15,7 +15,6 @@ from tests.configs import make_settings, write_settings
 from tests.databases import isolated_database
 from tests.operations_support import (
     STAMP,
-    Replies,
     channel_on,
     dead_count,
     put_dead_letters,
@@ -24,6 +23,7 @@ from tests.operations_support import (
     status_of,
     wait_dead_count,
 )
+from tests.producer import Replies
 from tests.running import running
 from tests.samples import benefit
 from tests.services import amqp_url, rabbitmqctl

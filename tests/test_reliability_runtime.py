@@ -10,7 +10,6 @@ import time
 import tracemalloc
 import zlib
 
-import aio_pika
 import asyncpg
 import orjson
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from schemas.registry import default_registry
 from tests import samples
 from tests.configs import make_settings
-from tests.producer import Producer
+from tests.producer import Producer, Replies
 from tests.reliability_support import (
     TcpProxy,
     broker_channel,
@@ -66,30 +65,23 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
                              amqp={"url": amqp_url(vhost) + "?reconnect_interval=0.3"})
     await db.execute("INSERT INTO vbapi.armor_code_ex_code (armorcodeexcode_key, armor_code, "
                      "ex_code) VALUES (1, 'X', 'X')")
-    replies: list[aio_pika.abc.AbstractIncomingMessage] = []
-    async with running(settings):
-        reply_queue = await producer.channel.declare_queue(exclusive=True)
-
-        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            replies.append(message)
-        await reply_queue.consume(collect, no_ack=True)
+    # Every reply kept, however often the batch is answered.
+    async with running(settings), Replies(amqp_url(vhost)) as every_reply:
         async with db.transaction():
             await db.execute("SELECT 1 FROM vbapi.armor_code_ex_code "
                              "WHERE armorcodeexcode_key = 1 FOR UPDATE")
-            await producer.exchange.publish(aio_pika.Message(
-                orjson.dumps([samples.armor(1, armor_Code="NEW")]), message_id="cut-1",
-                reply_to=reply_queue.name, content_type="application/json",
-                timestamp=dt.datetime.now(dt.UTC),
-                headers={"path": samples.ARMOR_PATH, "vbasoftware-database": "demo"}),
-                routing_key="ArmorCodeExCode")
+            cut = await every_reply.send(samples.ARMOR_PATH,
+                                         [samples.armor(1, armor_Code="NEW")], database="demo",
+                                         routing_key="ArmorCodeExCode")
             await wait_until(lambda: lock_waiters(db), timeout_s=10)
             assert close_worker_connections(vhost) >= 1
         # The worker reconnects and consumes again ...
         await wait_until(lambda: consumers_of_requests(vhost), timeout_s=15)
-        await wait_until(lambda: replies, timeout_s=15)
+        await every_reply.wait_for(cut, timeout_s=15)
         # ... and batches flow as before.
         later = await producer.call(samples.ARMOR_PATH, [samples.armor(2)])
         await asyncio.sleep(0.3)
+        replies = every_reply.for_id(cut)
     assert later.body["data"][0]["status"] == 201
     # At least once, identical each time; written once.
     assert {m.body for m in replies} == {replies[0].body}
@@ -97,7 +89,7 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
     assert await db.fetchval("SELECT armor_code FROM vbapi.armor_code_ex_code "
                              "WHERE armorcodeexcode_key = 1") == "NEW"
     assert await db.fetchval("SELECT count(*) FROM vbapi.upsert_processed_message "
-                             "WHERE message_id = 'cut-1'") == 1
+                             "WHERE message_id = $1", cut) == 1
     assert await queue_depth(vhost, REQUEST_QUEUE) == 0
 
 

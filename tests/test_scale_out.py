@@ -17,7 +17,8 @@ import asyncpg
 import orjson
 
 from tests.configs import make_settings, write_settings
-from tests.operations_support import Replies, status_of
+from tests.operations_support import status_of
+from tests.producer import Replies
 from tests.samples import benefit
 from tests.services import amqp_url
 from worker.topology import REQUEST_QUEUE
