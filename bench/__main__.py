@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.plan import QUICK, Plan
 from bench.report import (
     SOAK_BEGIN,
     SOAK_END,
@@ -21,7 +22,7 @@ from bench.report import (
     render,
     write_section,
 )
-from bench.runner import QUICK, SWEEP_SIZES, Bench, Plan, soak, sweep
+from bench.runner import SWEEP_MAX_S, SWEEP_SIZES, Bench
 
 
 def say(text: str) -> None:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else Path("BENCHMARKS.md"))
 
     if args.soak is not None:
-        samples = asyncio.run(soak(args.soak, say))
+        samples = asyncio.run(Bench(Plan(), say).soak(args.soak))
         text = soak_report(args.soak, samples)
         say(text)
         if output is not None:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.sweep:
-        rates = asyncio.run(sweep(say))
+        rates = asyncio.run(Bench(Plan(max_s=SWEEP_MAX_S), say).sweep())
         text = sweep_report(rates)
         say(text)
         if output is not None:

@@ -17,6 +17,7 @@ import asyncpg
 from bench.cpu import CpuMeter
 from bench.data import Keys, item
 from bench.load import Loops, Run
+from bench.plan import Plan
 from schemas.registry import default_registry
 
 BENEFIT = default_registry().by_name("Benefit")
@@ -55,10 +56,9 @@ async def _stage(conn: asyncpg.Connection) -> None:
 
 
 async def raw_ceiling(dsn: str, make_work: Callable[[], Sequence[list[Record]]],
-                      concurrency: int, max_s: float, latency_s: float,
-                      repeats: int = 1) -> tuple[Run, Run]:
-    """(the best of ``repeats`` closed loops at ``concurrency`` connections, an open loop at
-    half its rate), each on fresh rows from ``make_work``."""
+                      concurrency: int, plan: Plan) -> tuple[Run, Run]:
+    """(the best of the plan's repeated closed loops at ``concurrency`` connections, an open
+    loop at half its rate), each on fresh rows from ``make_work``."""
     pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency,
                                      init=_stage)
     try:
@@ -69,17 +69,17 @@ async def raw_ceiling(dsn: str, make_work: Callable[[], Sequence[list[Record]]],
 
         loops = Loops(write)
         closed: Run | None = None
-        for _ in range(repeats):
+        for _ in range(plan.repeats):
             work = make_work()
             meter = CpuMeter()
             meter.start()
-            run = await loops.closed(work, concurrency, max_s)
+            run = await loops.closed(work, concurrency, plan.max_s)
             run.cpu = meter.stop(run.batches * len(work[0]))
             if closed is None or run.per_s(run.batches) > closed.per_s(closed.batches):
                 closed = run
         assert closed is not None
         half_rate = max(closed.per_s(closed.batches) / 2, 0.5)
-        opened = await loops.open(make_work(), half_rate, latency_s)
+        opened = await loops.open(make_work(), half_rate, plan.latency_s)
         return closed, opened
     finally:
         await pool.close()

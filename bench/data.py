@@ -11,6 +11,7 @@ import orjson
 
 from schemas.registry import default_registry
 from schemas.samples import Parents, make_item, path_for
+from tests.samples import insert_parents
 
 PATH = "/benefits-batch"
 ROUTING_KEY = "Benefit"
@@ -121,6 +122,4 @@ class WideItems:
     async def seed_parents(self, conn: Any) -> None:
         parents = Parents(default_registry())
         parents.need(self.entity, self.base)
-        async with conn.transaction():
-            for statement, values in parents.take():
-                await conn.execute(statement, *values)
+        await insert_parents(conn, parents)

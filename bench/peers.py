@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import json
 import signal
-from typing import Any
+from typing import Annotated, Any
 
 import aio_pika
 import asyncpg
@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker.settings import RetrySettings
 from worker.topology import declare_topology
 
+# The Benefit's optional text fields: any string or null, absent meaning null.
+OptionalText = Annotated[str | None, Field(default=None)]
+
 
 class NaiveBenefit(BaseModel):
     """What a hand-written model of the Benefit item looks like."""
@@ -35,18 +38,18 @@ class NaiveBenefit(BaseModel):
 
     benefit_Code: str = Field(min_length=1, max_length=10)
     allow_Flat_Tax: bool
-    benefit_Category: str | None = None
-    benefit_Description: str | None = None
-    default_Unit_Type: str | None = None
-    hipaA_Code: str | None = None
-    invalid_Diag_Ex_Code: str | None = None
-    invalid_Procedure_Ex_Code: str | None = None
-    invalid_Prov_Type_Ex_Code: str | None = None
-    invalid_Specialty_Ex_Code: str | None = None
+    benefit_Category: OptionalText
+    benefit_Description: OptionalText
+    default_Unit_Type: OptionalText
+    hipaA_Code: OptionalText
+    invalid_Diag_Ex_Code: OptionalText
+    invalid_Procedure_Ex_Code: OptionalText
+    invalid_Prov_Type_Ex_Code: OptionalText
+    invalid_Specialty_Ex_Code: OptionalText
     medicare: str = Field(min_length=1, max_length=1)
-    pend_Ex_Code: str | None = None
+    pend_Ex_Code: OptionalText
     pend_Flag: str = Field(min_length=1, max_length=1)
-    require_Type_Of_Svc: str | None = None
+    require_Type_Of_Svc: OptionalText
     entry_Date: dt.datetime | None = None
     entry_User: str | None = Field(default=None, max_length=20)
     update_Date: dt.datetime | None = None

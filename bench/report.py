@@ -16,6 +16,11 @@ SWEEP_BEGIN = "<!-- SWEEP:BEGIN (written by python -m bench --sweep) -->"
 SWEEP_END = "<!-- SWEEP:END -->"
 
 
+# A figure that only some rows have: latency and peak memory where a consumer process was
+# measured, a ratio where a like row to compare with exists.  None shows as "-".
+Figure = float | None
+
+
 @dataclass
 class Row:
     """One contender at one batch size."""
@@ -24,12 +29,12 @@ class Row:
     size: int
     items_per_s: float
     batches_per_s: float
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    peak_mb: float | None = None
-    vs_ceiling: float | None = None
-    vs_naive: float | None = None
-    vs_clean: float | None = None
+    p50_ms: Figure = None
+    p99_ms: Figure = None
+    peak_mb: Figure = None
+    vs_ceiling: Figure = None
+    vs_naive: Figure = None
+    vs_clean: Figure = None
     cpu: CpuSplit | None = None
 
 

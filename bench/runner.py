@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -21,6 +22,7 @@ from bench.cpu import CpuMeter
 from bench.data import WIDEST, Batches, Keys, WideItems, make_batches, seed_parents
 from bench.http_load import HttpProducer
 from bench.load import Loops, Producer, Run, percentile
+from bench.plan import Plan
 from bench.report import Results, Row, Target
 from bench.services import (
     Process,
@@ -31,7 +33,8 @@ from bench.services import (
     wait_for_log,
     worker_config,
 )
-from bench.startup import IDLE_S, free_port, measure_startup
+from bench.startup import IDLE_S, measure_startup
+from tests.services import free_port
 from worker.settings import Settings
 
 WORKER = "worker"
@@ -44,26 +47,11 @@ CEILING = "raw ceiling (COPY + INSERT..SELECT)"
 COMMIT = "commit ceiling (1-row tx)"
 BROKER = "bare broker round trip"
 
-
-@dataclass(frozen=True)
-class Plan:
-    sizes: tuple[int, ...] = (1, 100, 1000, 10_000)
-    # Each closed loop runs until this long or its prepared work is used up.
-    max_s: float = 5.0
-    # Each open loop (latency at half the maximum rate) runs this long.
-    latency_s: float = 3.0
-    # Prepared work per closed loop: at most this many items and this many batches.
-    item_budget: int = 150_000
-    max_batches: int = 15_000
-    scaling_size: int = 1000
-    # Closed loops per row, the fastest kept: other processes on a small shared machine
-    # only ever slow a loop down, and they do so for every contender alike.
-    repeats: int = 2
-    quick: bool = False
-
-
-QUICK = Plan(sizes=(1, 10, 100, 500), max_s=0.5, latency_s=0.5, item_budget=2_000,
-             max_batches=200, scaling_size=100, repeats=1, quick=True)
+# The settings and batch sizes of python -m bench --sweep, and how long each loop runs.
+SWEEP_PREFETCH = (8, 16, 32, 64)
+SWEEP_POOL = (2, 4, 8)
+SWEEP_SIZES = (1, 100, 1000)
+SWEEP_MAX_S = 4.0
 
 
 def _batches_for(plan: Plan, size: int, window: int) -> int:
@@ -76,6 +64,18 @@ def _ms(seconds: float) -> float:
 
 def _mb(kib: int) -> float:
     return kib / 1024
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A consumer under load: the producer that sends it batches and waits for the replies,
+    the processes whose CPU and peak memory are its, how many batches are kept in flight,
+    and how they are made (``make(size, count)``)."""
+
+    producer: Producer | HttpProducer
+    processes: tuple[Process, ...]
+    window: int
+    make: Callable[[int, int], Batches]
 
 
 def _row(name: str, size: int, closed: Run, opened: Run | None,
@@ -150,7 +150,7 @@ class Bench:
                 count = _batches_for(plan, size, self.db_concurrency)
                 closed, opened = await ceiling.raw_ceiling(
                     dsn, lambda: ceiling.records(self.keys, size, count),  # noqa: B023
-                    self.db_concurrency, plan.max_s, plan.latency_s, plan.repeats)
+                    self.db_concurrency, plan)
                 self._add(_row(CEILING, size, closed, opened))
 
     # -- the broker alone ----------------------------------------------------------------
@@ -161,58 +161,75 @@ class Bench:
             async with self._started("echo", python_module(
                     "bench.peers", "echo", "--url", url, "--prefetch", str(self.prefetch)),
                     b"consuming") as process, Producer(url) as producer:
-                row = await self._consumer_row(BROKER, producer, process, 1, bad=False)
+                row = await self._consumer_row(BROKER, 1, self._contender(producer, process))
                 self._add(row)
 
     # -- the naive peer --------------------------------------------------------------------
 
     async def naive_peer(self) -> None:
-        with own_vhost() as vhost:
-            url = amqp_url(vhost)
-            async with own_database() as dsn:
-                await _seed(dsn)
-                async with self._started("naive", python_module(
-                        "bench.peers", "naive", "--url", url, "--dsn", dsn,
-                        "--prefetch", str(self.prefetch), "--pool", str(self.db_concurrency)),
-                        b"consuming") as process, Producer(url) as producer:
-                    for size in self.plan.sizes:
-                        self._add(await self._consumer_row(NAIVE, producer, process, size,
-                                                           bad=False))
+        async with self._services() as (url, dsn):
+            command = python_module("bench.peers", "naive", "--url", url, "--dsn", dsn,
+                                    "--prefetch", str(self.prefetch),
+                                    "--pool", str(self.db_concurrency))
+            async with self._started("naive", command, b"consuming") as process, \
+                    Producer(url) as producer:
+                naive = self._contender(producer, process)
+                for size in self.plan.sizes:
+                    self._add(await self._consumer_row(NAIVE, size, naive))
 
     # -- the worker ------------------------------------------------------------------------
 
     async def worker(self) -> None:
+        async with self._services() as (url, dsn):
+            command = self._worker_command(url, dsn)
+            async with self._started("worker-1", command, b'"consuming"') as first, \
+                    Producer(url) as producer:
+                for size in self.plan.sizes:
+                    for bad in (False, True):
+                        name = WORKER_BAD if bad else WORKER
+                        self._add(await self._consumer_row(
+                            name, size, self._contender(producer, first, bad=bad)))
+                await self._widest(dsn, url, first)
+                await self._gateway(dsn, url, first)
+                async with self._started("worker-2", command, b'"consuming"') as second:
+                    both = dataclasses.replace(self._contender(producer, first, second),
+                                               window=2 * self.window)
+                    self._add(await self._consumer_row(TWO_WORKERS, self.plan.scaling_size,
+                                                       both))
+
+    @contextlib.asynccontextmanager
+    async def _services(self) -> AsyncIterator[tuple[str, str]]:
+        """A vhost (its URL) and a database with the items' parents in it (its DSN), both
+        this measurement's own."""
         with own_vhost() as vhost:
-            url = amqp_url(vhost)
             async with own_database() as dsn:
                 await _seed(dsn)
-                config = worker_config(self.workdir / "worker.toml", url, dsn)
-                command = python_module("worker", "run", "--config", str(config))
-                async with self._started("worker-1", command, b'"consuming"') as first, \
-                        Producer(url) as producer:
-                    for size in self.plan.sizes:
-                        for bad in (False, True):
-                            name = WORKER_BAD if bad else WORKER
-                            self._add(await self._consumer_row(name, producer, first, size,
-                                                               bad=bad))
-                    await self._widest(dsn, url, first)
-                    await self._gateway(dsn, url, first)
-                    async with self._started("worker-2", command, b'"consuming"') as second:
-                        self._add(await self._consumer_row(
-                            TWO_WORKERS, producer, first, self.plan.scaling_size, bad=False,
-                            window=2 * self.window, also=second))
+                yield amqp_url(vhost), dsn
+
+    def _worker_command(self, url: str, dsn: str) -> list[str]:
+        config = worker_config(self.workdir / "worker.toml", url, dsn)
+        return python_module("worker", "run", "--config", str(config))
+
+    def _contender(self, producer: Producer | HttpProducer, *processes: Process,
+                   bad: bool = False) -> Contender:
+        """The Benefit batches (with 1% bad items if asked), the usual window."""
+
+        def make(size: int, count: int) -> Batches:
+            return make_batches(self.keys, size, count, bad=bad)
+
+        return Contender(producer, processes, self.window, make)
 
     async def _gateway(self, dsn: str, url: str, worker: Process) -> None:
         """The same batches through the HTTP gateway: its cost over the client library."""
         port = free_port()
         gateway_config = worker_config(self.workdir / "gateway.toml", url, dsn,
-                                       f'\n[gateway]\nlisten = "127.0.0.1:{port}"\n')
+                                       gateway={"listen": f"127.0.0.1:{port}"})
         command = python_module("worker", "gateway", "--config", str(gateway_config))
         async with self._started("gateway", command, b'"gateway ready"') as gateway, \
                 HttpProducer(f"http://127.0.0.1:{port}") as http:
-            for size in self.plan.sizes[:2]:
-                self._add(await self._consumer_row(GATEWAY, http, worker,  # type: ignore[arg-type]
-                                                   size, bad=False, also=gateway))
+            for size in self.plan.gateway_sizes:
+                self._add(await self._consumer_row(GATEWAY, size,
+                                                   self._contender(http, worker, gateway)))
 
     async def _widest(self, dsn: str, url: str, process: Process) -> None:
         """The widest entity (655 fields), 100-item batches, every field set."""
@@ -223,33 +240,26 @@ class Bench:
         finally:
             await conn.close()
         async with Producer(url, path=wide.path, routing_key=wide.entity.name) as producer:
-            self._add(await self._consumer_row(
-                WIDEST_ROW, producer, process, self.plan.sizes[1], bad=False,
-                make=wide.make_batches))
+            contender = dataclasses.replace(self._contender(producer, process),
+                                            make=wide.make_batches)
+            self._add(await self._consumer_row(WIDEST_ROW, self.plan.latency_size, contender))
 
-    async def _consumer_row(self, name: str, producer: Producer, process: Process, size: int,
-                            *, bad: bool, window: int | None = None,
-                            also: Process | None = None,
-                            make: Callable[[int, int], Batches] | None = None) -> Row:
+    async def _consumer_row(self, name: str, size: int, contender: Contender) -> Row:
         """Closed loop for the maximum rate, then an open loop at half of it for latency."""
         plan = self.plan
-        window = window or self.window
-        if make is None:
-            def make(size: int, count: int) -> Batches:
-                return make_batches(self.keys, size, count, bad=bad)
+        producer, processes, make = contender.producer, contender.processes, contender.make
         warmup = make(size, 2)
         loops = Loops(producer.call)
         await loops.closed(warmup.bodies, 2, 60)
         producer.reset()
-        for p in (process, also):
-            if p is not None:
-                p.reset_peak_memory()
+        for p in processes:
+            p.reset_peak_memory()
         closed: Run | None = None
         for _ in range(plan.repeats):
-            work = make(size, _batches_for(plan, size, window))
-            meter = CpuMeter([p.pid for p in (process, also) if p is not None])
+            work = make(size, _batches_for(plan, size, contender.window))
+            meter = CpuMeter([p.pid for p in processes])
             meter.start()
-            run = await loops.closed(work.bodies, window, plan.max_s)
+            run = await loops.closed(work.bodies, contender.window, plan.max_s)
             run.cpu = meter.stop(run.batches * size)
             del work
             if closed is None or run.per_s(run.batches) > closed.per_s(closed.batches):
@@ -259,7 +269,7 @@ class Bench:
         count = max(1, min(plan.max_batches, int(half_rate * plan.latency_s)))
         opened_work = make(size, count)
         opened = await loops.open(opened_work.bodies, half_rate, plan.latency_s)
-        peak = max(p.memory_kib()[1] for p in (process, also) if p is not None)
+        peak = max(p.memory_kib()[1] for p in processes)
         if set(producer.statuses) != {207}:
             raise RuntimeError(f"{name} at {size}: unexpected reply statuses "
                                f"{producer.statuses}")
@@ -270,6 +280,8 @@ class Bench:
     @contextlib.asynccontextmanager
     async def _started(self, label: str, command: list[str], ready: bytes,
                        env: dict[str, str] | None = None) -> AsyncIterator[Process]:
+        """``command`` running until the block ends, once it logged ``ready``; its log in
+        the run's work directory, named by ``label``."""
         log = self.workdir / f"{label}.log"
         process = Process(command, log, env)
         try:
@@ -279,6 +291,68 @@ class Bench:
             code = process.stop()
             if code not in (0, -15):
                 self.say(f"  {label} exited with {code}; its log: {log}")
+
+    # -- the worker over time, and over its settings -------------------------------------
+
+    async def soak(self, duration_s: float) -> list[tuple[float, float]]:
+        """The worker under steady 1,000-item load for ``duration_s``: (elapsed s, RSS MB)
+        samples every 10 s, to show whether memory stays flat."""
+        samples: list[tuple[float, float]] = []
+        async with self._services() as (url, dsn):
+            command = self._worker_command(url, dsn)
+            async with self._started("worker-soak", command, b'"consuming"') as process, \
+                    Producer(url) as producer:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                stop = asyncio.Event()
+
+                async def sample() -> None:
+                    while not stop.is_set():
+                        elapsed = loop.time() - started
+                        rss = _mb(process.memory_kib()[0])
+                        samples.append((elapsed, rss))
+                        self.say(f"  soak {elapsed:6.0f} s: RSS {rss:.0f} MB")
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 10)
+
+                sampler = asyncio.create_task(sample())
+                loops = Loops(producer.call)
+                while loop.time() - started < duration_s:
+                    work = make_batches(self.keys, 1000, 200)
+                    await loops.closed(work.bodies, self.window,
+                                       duration_s - (loop.time() - started))
+                stop.set()
+                await sampler
+        return samples
+
+    async def sweep(self) -> list[tuple[int, int, int, float]]:
+        """The worker's rate over prefetch x pool size, for choosing their defaults:
+        (prefetch, pool, batch size, items/s), each closed loop the plan's max_s long."""
+        max_s = self.plan.max_s
+        out: list[tuple[int, int, int, float]] = []
+        async with self._services() as (url, dsn):
+            command = self._worker_command(url, dsn)
+            for prefetch in SWEEP_PREFETCH:
+                for pool in SWEEP_POOL:
+                    if pool > prefetch:
+                        continue
+                    env = {"UPSERT_AMQP__PREFETCH_COUNT": str(prefetch),
+                           "UPSERT_DATABASES__BENCH__POOL_MAX_SIZE": str(pool)}
+                    async with self._started(f"sweep-{prefetch}-{pool}", command,
+                                             b'"consuming"', env) as _, \
+                            Producer(url) as producer:
+                        loops = Loops(producer.call)
+                        for size in SWEEP_SIZES:
+                            await loops.closed(make_batches(self.keys, size, 4).bodies, 2, 60)
+                            window = 2 * prefetch
+                            work = make_batches(self.keys, size,
+                                                _batches_for(self.plan, size, window))
+                            run = await loops.closed(work.bodies, window, max_s)
+                            rate = run.per_s(run.batches * size)
+                            self.say(f"  prefetch {prefetch:3} pool {pool:2} size {size:5,}: "
+                                     f"{rate:10,.0f} items/s")
+                            out.append((prefetch, pool, size, rate))
+        return out
 
     # -- verdicts ----------------------------------------------------------------------------
 
@@ -304,7 +378,7 @@ class Bench:
     def judge(self) -> None:
         r = self.results
         sizes = self.plan.sizes
-        big, mid, huge = sizes[2], sizes[1], sizes[-1]
+        big, mid, huge = self.plan.ratio_size, self.plan.latency_size, max(sizes)
         worker_big = r.find(WORKER, big)
         ceiling_big = r.find(CEILING, big)
         naive_big = r.find(NAIVE, big)
@@ -340,11 +414,10 @@ class Bench:
             r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
                                     max(peaks), 250, False))
 
-
     def _gateway_notes(self) -> None:
         """What the HTTP gateway adds to the client library's latency (each at half its
         own maximum rate) and takes from its throughput."""
-        for size in self.plan.sizes[:2]:
+        for size in self.plan.gateway_sizes:
             via_http, direct = self.results.find(GATEWAY, size), self.results.find(WORKER, size)
             if not (via_http and direct and via_http.p50_ms is not None
                     and direct.p50_ms is not None and via_http.p99_ms is not None
@@ -384,80 +457,3 @@ async def _seed(dsn: str) -> None:
         await seed_parents(conn)
     finally:
         await conn.close()
-
-
-async def soak(duration_s: float, say: Callable[[str], None]) -> list[tuple[float, float]]:
-    """The worker under steady 1,000-item load for ``duration_s``: (elapsed s, RSS MB)
-    samples every 10 s, to show whether memory stays flat."""
-    bench = Bench(Plan(), say)
-    samples: list[tuple[float, float]] = []
-    with own_vhost() as vhost:
-        url = amqp_url(vhost)
-        async with own_database() as dsn:
-            await _seed(dsn)
-            config = worker_config(bench.workdir / "worker.toml", url, dsn)
-            command = python_module("worker", "run", "--config", str(config))
-            async with bench._started("worker-soak", command, b'"consuming"') as process, \
-                    Producer(url) as producer:
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                stop = asyncio.Event()
-
-                async def sample() -> None:
-                    while not stop.is_set():
-                        elapsed = loop.time() - started
-                        rss = _mb(process.memory_kib()[0])
-                        samples.append((elapsed, rss))
-                        say(f"  soak {elapsed:6.0f} s: RSS {rss:.0f} MB")
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), 10)
-
-                sampler = asyncio.create_task(sample())
-                loops = Loops(producer.call)
-                while loop.time() - started < duration_s:
-                    work = make_batches(bench.keys, 1000, 200)
-                    await loops.closed(work.bodies, bench.window,
-                                       duration_s - (loop.time() - started))
-                stop.set()
-                await sampler
-    return samples
-
-
-SWEEP_PREFETCH = (8, 16, 32, 64)
-SWEEP_POOL = (2, 4, 8)
-SWEEP_SIZES = (1, 100, 1000)
-
-
-async def sweep(say: Callable[[str], None],
-                max_s: float = 4.0) -> list[tuple[int, int, int, float]]:
-    """The worker's rate over prefetch x pool size, for choosing their defaults:
-    (prefetch, pool, batch size, items/s)."""
-    bench = Bench(Plan(max_s=max_s), say)
-    out: list[tuple[int, int, int, float]] = []
-    with own_vhost() as vhost:
-        url = amqp_url(vhost)
-        async with own_database() as dsn:
-            await _seed(dsn)
-            config = worker_config(bench.workdir / "worker.toml", url, dsn)
-            command = python_module("worker", "run", "--config", str(config))
-            for prefetch in SWEEP_PREFETCH:
-                for pool in SWEEP_POOL:
-                    if pool > prefetch:
-                        continue
-                    env = {"UPSERT_AMQP__PREFETCH_COUNT": str(prefetch),
-                           "UPSERT_DATABASES__BENCH__POOL_MAX_SIZE": str(pool)}
-                    async with bench._started(f"sweep-{prefetch}-{pool}", command,
-                                              b'"consuming"', env) as _, \
-                            Producer(url) as producer:
-                        loops = Loops(producer.call)
-                        for size in SWEEP_SIZES:
-                            await loops.closed(make_batches(bench.keys, size, 4).bodies, 2, 60)
-                            window = 2 * prefetch
-                            work = make_batches(bench.keys, size,
-                                                _batches_for(bench.plan, size, window))
-                            run = await loops.closed(work.bodies, window, max_s)
-                            rate = run.per_s(run.batches * size)
-                            say(f"  prefetch {prefetch:3} pool {pool:2} size {size:5,}: "
-                                f"{rate:10,.0f} items/s")
-                            out.append((prefetch, pool, size, rate))
-    return out

@@ -1,5 +1,8 @@
 """The benchmark's own corner of the local services: a vhost and databases it made, and the
-worker processes it started.  Everything is removed again, and nothing else is touched."""
+worker processes it started.  Everything is removed again, and nothing else is touched.
+
+Where the services are is read as the tests read it (tests/services.py), the benchmark's
+own ``BENCH_*`` variables first, then the ``TEST_*`` ones."""
 
 from __future__ import annotations
 
@@ -10,83 +13,46 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
 
-import asyncpg
+from tests.configs import merged, write_toml
+from tests.services import Services, unique
 
-AMQP_HOST = os.environ.get("BENCH_AMQP_HOST", "127.0.0.1")
-AMQP_PORT = int(os.environ.get("BENCH_AMQP_PORT", "5672"))
-AMQP_USER = os.environ.get("BENCH_AMQP_USER", "guest")
-AMQP_PASSWORD = os.environ.get("BENCH_AMQP_PASSWORD", "guest")
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+SERVICES = Services.from_env("BENCH", "TEST")
+amqp_url = SERVICES.amqp_url
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-def amqp_url(vhost: str) -> str:
-    return (f"amqp://{AMQP_USER}:{AMQP_PASSWORD}@{AMQP_HOST}:{AMQP_PORT}/"
-            f"{quote(vhost, safe='')}")
-
-
-def dsn_for(database: str) -> str:
-    base, _, _ = PG_ADMIN_DSN.rpartition("/")
-    return f"{base}/{database}"
-
-
-@contextlib.contextmanager
-def own_vhost() -> Iterator[str]:
-    """A fresh vhost for one measurement, deleted afterwards."""
-    vhost = unique("bench")
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, AMQP_USER, ".*", ".*", ".*")
-        yield vhost
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
+def own_vhost() -> contextlib.AbstractContextManager[str]:
+    """A fresh vhost for one measurement, deleted before the next one starts (deleting it
+    in the background would take CPU from that one)."""
+    return SERVICES.vhost("bench")
 
 
 @contextlib.asynccontextmanager
-async def own_database() -> AsyncIterator[str]:
-    """A fresh, migrated PostgreSQL database (its DSN), dropped afterwards."""
+async def own_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (its DSN), migrated unless asked not to, dropped
+    afterwards."""
     from worker.migrations import migrate
 
     name = unique("vbapi_bench")
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await SERVICES.create_database(name)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        dsn = dsn_for(name)
-        await migrate(dsn)
+        dsn = SERVICES.dsn_for(name)
+        if migrated:
+            await migrate(dsn)
         yield dsn
     finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await SERVICES.drop_database(name)
 
 
-def worker_config(path: Path, url: str, dsn: str, extra: str = "") -> Path:
+def worker_config(path: Path, url: str, dsn: str, **sections: dict[str, Any]) -> Path:
     """A TOML file for the real worker: the bench's vhost and database, otherwise defaults
-    (metrics off, since several workers may run at once)."""
-    path.write_text(
-        f'[amqp]\nurl = "{url}"\n\n'
-        f'[databases.bench]\ndsn = "{dsn}"\n\n'
-        f"[metrics]\nport = 0\n\n"
-        f'[log]\nformat = "json"\n'
-        f"{extra}")
-    return path
+    (metrics off, since several workers may run at once), but for ``sections``."""
+    defaults = {"amqp": {"url": url}, "databases": {"bench": {"dsn": dsn}},
+                "metrics": {"port": 0}, "log": {"format": "json"}}
+    return write_toml(path, merged(defaults, sections))
 
 
 class Process:

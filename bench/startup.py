@@ -4,23 +4,19 @@ the worker's start to ready (/readyz) on a migrated one, and its memory when idl
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
 from bench.services import (
-    PG_ADMIN_DSN,
     Process,
     amqp_url,
-    dsn_for,
+    own_database,
     own_vhost,
     python_module,
-    unique,
     worker_config,
 )
+from tests.services import free_port
 
 # Idle for this long after ready before memory is read: what a worker holds waiting.
 IDLE_S = 5.0
@@ -31,12 +27,6 @@ class Startup:
     first_migration_s: float
     start_to_ready_s: float
     idle_mb: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _ready(port: int) -> bool:
@@ -56,17 +46,14 @@ async def _ready(port: int) -> bool:
 async def measure_startup(workdir: Path) -> Startup:
     from worker.migrations import migrate
 
-    name = unique("vbapi_bench_start")
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    async with own_database(migrated=False) as dsn:
         started = time.perf_counter()
-        await migrate(dsn_for(name))
+        await migrate(dsn)
         first_migration_s = time.perf_counter() - started
         with own_vhost() as vhost:
             port = free_port()
-            config = worker_config(workdir / "startup.toml", amqp_url(vhost), dsn_for(name))
-            config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
+            config = worker_config(workdir / "startup.toml", amqp_url(vhost), dsn,
+                                   metrics={"port": port})
             started = time.perf_counter()
             process = Process(python_module("worker", "run", "--config", str(config)),
                               workdir / "startup.log")
@@ -80,7 +67,4 @@ async def measure_startup(workdir: Path) -> Startup:
                 idle_mb = process.memory_kib()[0] / 1024
             finally:
                 process.stop()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     return Startup(first_migration_s, start_to_ready_s, idle_mb)

@@ -1,25 +1,20 @@
-"""Fixtures: each test gets its own vhost and its own database on the real services."""
+"""Fixtures: each test gets its own vhost and its own database on the real services.
+The helpers they are made of live in the support modules (tests/services.py, ...)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
-from tests.support import (
-    Producer,
-    amqp_url,
-    drop_pooled_databases,
-    isolated_database,
-    isolated_vhost,
-    make_settings,
-    rabbitmqctl,
-    wait_until,
-)
+from tests.configs import make_settings
+from tests.databases import drop_pooled_databases, isolated_database
+from tests.producer import Producer
+from tests.running import running
+from tests.services import amqp_url, isolated_vhost, rabbitmqctl
 from worker.service import Worker
 from worker.settings import Settings
 
@@ -56,25 +51,6 @@ async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def settings(vhost: str, dsn: str) -> Settings:
     return make_settings(vhost, {"demo": {"dsn": dsn}})
-
-
-@contextlib.asynccontextmanager
-async def consuming(worker: Worker) -> AsyncIterator[Worker]:
-    """The worker consuming in this event loop until the block ends."""
-    task = asyncio.create_task(worker.run())
-    try:
-        await wait_until(lambda: worker.consuming or task.done(), timeout_s=30)
-        if task.done():
-            task.result()
-        yield worker
-    finally:
-        worker.stopping.set()
-        await asyncio.wait_for(task, timeout=30)
-
-
-def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[Worker]:
-    """A worker made from ``settings``, consuming until the block ends."""
-    return consuming(Worker(settings))
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
-"""Helpers of the operations tests: configuration files for the real CLI, a reply
-collector that keeps every reply (to count them), and direct access to ``vbapi.dead``."""
+"""Helpers of the operations tests: the real CLI, and direct access to ``vbapi.dead``."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,56 +17,12 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from tests.samples import benefit
+from tests.waiting import wait_until
 from worker import cli
-from worker.client import UpsertClient
-from worker.settings import Settings
-from worker.topology import DEAD_QUEUE, REQUEST_EXCHANGE
+from worker.topology import DEAD_QUEUE
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def benefit(code: str, **fields: object) -> dict[str, object]:
-    return {"benefit_Code": code, "allow_Flat_Tax": True, "medicare": "N", "pend_Flag": "N",
-            **fields}
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return orjson.dumps(value).decode()  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def to_toml(values: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for nested tables of plain values (enough for settings)."""
-    plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and plain else []
-    lines += [f"{k} = {_toml_value(v)}" for k, v in plain.items() if v is not None]
-    text = "\n".join(lines) + ("\n\n" if lines else "")
-    for key, table in tables.items():
-        text += to_toml(table, f"{prefix}.{key}" if prefix else key)
-    return text
-
-
-def write_config(path: Path, settings: Settings) -> Path:
-    """The settings as the TOML file the CLI reads (secrets written out in clear)."""
-    values = settings.model_dump(mode="python")
-
-    def reveal(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: reveal(v) for k, v in value.items()}
-        if hasattr(value, "get_secret_value"):
-            return value.get_secret_value()
-        return value
-
-    path.write_text(to_toml(reveal(values)))
-    return path
 
 
 async def run_cli(args: Sequence[str], capsys: Any) -> tuple[int, str, str]:
@@ -92,48 +46,6 @@ async def run_console_script(args: Sequence[str], timeout_s: float = 60
         text=True, timeout=timeout_s, env=env)
 
 
-class Replies:
-    """The client library with a private reply queue that keeps every reply it gets, in
-    arrival order (a replayed batch is answered again, on the same queue)."""
-
-    def __init__(self, url: str) -> None:
-        self.messages: list[AbstractIncomingMessage] = []
-        self.client = UpsertClient(url, replies="private", on_reply=self.messages.append)
-
-    async def __aenter__(self) -> Replies:
-        await self.client.open()
-        # Declared here too, so that a batch sent before any worker started is kept.
-        await self.client.channel.declare_exchange(REQUEST_EXCHANGE, aio_pika.ExchangeType.TOPIC,
-                                                   durable=True)
-        self.queue = await self.client.channel.get_queue(self.client.reply_to, ensure=False)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
-
-    def for_id(self, correlation_id: str) -> list[AbstractIncomingMessage]:
-        return [m for m in self.messages if m.correlation_id == correlation_id]
-
-    async def wait_for(self, correlation_id: str, count: int = 1, timeout_s: float = 30
-                       ) -> list[AbstractIncomingMessage]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(self.for_id(correlation_id)) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{count} replies to {correlation_id} not within "
-                                     f"{timeout_s} s; got {len(self.for_id(correlation_id))}")
-            await asyncio.sleep(0.02)
-        return self.for_id(correlation_id)
-
-    async def send(self, path: str, items: Any, *, database: str,
-                   user_id: str | None = None, routing_key: str = "Benefit",
-                   timestamp: dt.datetime | None = None) -> str:
-        """Publish a batch with reply_to = this queue; returns its message/correlation id."""
-        message_id = uuid.uuid4().hex
-        await self.client.send(path, items, database=database, message_id=message_id,
-                               user_id=user_id, routing_key=routing_key, timestamp=timestamp)
-        return message_id
-
-
 def status_of(message: AbstractIncomingMessage) -> int:
     return int((message.headers or {})["status"])
 
@@ -154,11 +66,14 @@ async def dead_count(url: str) -> int:
 
 
 async def wait_dead_count(url: str, count: int, timeout_s: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while (got := await dead_count(url)) != count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"vbapi.dead holds {got}, expected {count}")
-        await asyncio.sleep(0.05)
+    got: list[int] = []
+
+    async def reached() -> bool:
+        got.append(await dead_count(url))
+        return got[-1] == count
+
+    await wait_until(reached, timeout_s,
+                     failure=lambda: f"vbapi.dead holds {got[-1]}, expected {count}")
 
 
 STAMP = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

@@ -1,13 +1,12 @@
 """Helpers of the reliability tests: batches prepared without a broker, a connection that
 counts the statements it sends, a TCP proxy that plays a database going away and coming
-back, and a look at queues and dead letters."""
+back, and a look at queues, dead letters and sessions waiting on a lock."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import asyncpg
 import orjson
 
 from schemas.registry import default_registry
-from tests.support import amqp_url
+from tests.services import amqp_url, free_port
 from worker.batch import Batch
 from worker.intake import prepare_batch
 from worker.request import Request
@@ -35,6 +34,16 @@ def prepare(path: str, items: Any, *, message_id: str | None = None,
     return prepare_batch(request, settings, default_registry(), dt.datetime.now(dt.UTC))
 
 
+def _recording(method: Any) -> Any:
+    """An asyncpg ``Connection`` method that first remembers the statement's text."""
+
+    async def recorded(self: CountingConnection, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.sent.append(query)
+        return await method(self, query, *args, **kwargs)
+
+    return recorded
+
+
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
     """A real asyncpg connection that remembers the text of every statement it sends
     (asyncpg's transactions send SAVEPOINT, RELEASE and ROLLBACK TO through execute)."""
@@ -43,27 +52,10 @@ class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.sent: list[str] = []
 
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().execute(query, *args, **kwargs)
-
-    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetch(query, *args, **kwargs)
-
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetchrow(query, *args, **kwargs)
-
-    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(query)
-        return await super().fetchval(query, *args, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    execute = _recording(asyncpg.Connection.execute)
+    fetch = _recording(asyncpg.Connection.fetch)
+    fetchrow = _recording(asyncpg.Connection.fetchrow)
+    fetchval = _recording(asyncpg.Connection.fetchval)
 
 
 class TcpProxy:
@@ -136,13 +128,10 @@ async def take_dead_letters(vhost: str) -> list[aio_pika.abc.AbstractIncomingMes
         return found
 
 
-async def wait_for(coro_factory: Any, timeout_s: float = 15.0, interval_s: float = 0.05) -> Any:
-    """Poll an async function until it returns something truthy; return that."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = await coro_factory()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(interval_s)
+async def lock_waiters(db: asyncpg.Connection) -> int:
+    """Sessions of ``db``'s database waiting on a lock now."""
+    # Inside a transaction pg_stat_activity is a snapshot taken once: drop it first.
+    await db.execute("SELECT pg_stat_clear_snapshot()")
+    return int(await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"))

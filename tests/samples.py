@@ -1,4 +1,5 @@
-"""Valid sample items and their parents for every entity, shared by the tests."""
+"""Valid sample items and their parents for every entity, shared by the tests (and the
+benchmark, which writes the parents of its widest entity's items the same way)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncpg
 
 from schemas.registry import default_registry
 from schemas.samples import Parents
-from tests.support import insert_parents
 
 BENEFIT_PATH = "/benefits-batch"
 ARMOR_PATH = "/armor-code-ex-codes-batch"
@@ -42,6 +42,13 @@ def export(key: int = 1, **fields: Any) -> dict[str, Any]:
     return {"subscriberFlexExported_Key": key, "calendar_Year": "2024",
             "effective_Date": "2024-01-01T00:00:00", "group_ID": "G1", "plan_ID": "P1",
             "subscriber_ID": "S1", "export_Amount": 12.5, **fields}
+
+
+async def insert_parents(conn: asyncpg.Connection, parents: Parents) -> None:
+    """Run the parent inserts planned so far, parents before children, in one transaction."""
+    async with conn.transaction():
+        for statement, values in parents.take():
+            await conn.execute(statement, *values)
 
 
 async def create_parents(db: asyncpg.Connection, *items: tuple[str, dict[str, Any]]) -> None:

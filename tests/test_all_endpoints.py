@@ -24,8 +24,12 @@ from schemas.entity import Entity, Field
 from schemas.kinds import Kind
 from schemas.registry import default_registry
 from schemas.samples import Parents, changed_value, make_item, path_for, updatable_field
-from tests.conftest import running
-from tests.support import Producer, amqp_url, insert_parents, isolated_database, make_settings
+from tests.configs import make_settings
+from tests.databases import isolated_database
+from tests.producer import Producer
+from tests.running import running
+from tests.samples import insert_parents
+from tests.services import amqp_url
 
 ENTITIES = default_registry().entities
 CHUNKS = 8

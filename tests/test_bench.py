@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.plan import QUICK
 from bench.report import BEGIN, END
 from bench.runner import (
     BROKER,
@@ -17,7 +18,6 @@ from bench.runner import (
     COMMIT,
     GATEWAY,
     NAIVE,
-    QUICK,
     TWO_WORKERS,
     WIDEST_ROW,
     WORKER,
@@ -39,8 +39,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     results = json.loads(raw.read_text())
     rows = {(r["name"], r["size"]): r for r in results["rows"]}
     expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size),
-                (WIDEST_ROW, QUICK.sizes[1]), (GATEWAY, QUICK.sizes[0]),
-                (GATEWAY, QUICK.sizes[1])}
+                (WIDEST_ROW, QUICK.latency_size),
+                *((GATEWAY, size) for size in QUICK.gateway_sizes)}
     for size in QUICK.sizes:
         expected |= {(CEILING, size), (NAIVE, size), (WORKER, size), (WORKER_BAD, size)}
     assert set(rows) == expected

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from tests import samples
-from tests.conftest import running
-from tests.support import Producer, make_settings
+from tests.configs import make_settings
+from tests.producer import Producer
+from tests.running import running
 from worker.budget import ByteBudget
 
 

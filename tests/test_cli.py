@@ -13,16 +13,17 @@ import orjson
 from schemas.registry import default_registry
 from schemas.samples import Parents, make_item, path_for
 from tests import samples
-from tests.conftest import running
-from tests.support import amqp_url, insert_parents
+from tests.configs import write_toml
+from tests.running import running
+from tests.samples import insert_parents
+from tests.services import amqp_url
 from worker.cli import build_parser
 from worker.settings import Settings, load_settings
 
 
 def write_config(path: Path, vhost: str, dsn: str) -> Path:
-    path.write_text(f'[amqp]\nurl = "{amqp_url(vhost)}"\n\n'
-                    f'[databases.demo]\ndsn = "{dsn}"\n\n[metrics]\nport = 0\n')
-    return path
+    return write_toml(path, {"amqp": {"url": amqp_url(vhost)},
+                             "databases": {"demo": {"dsn": dsn}}, "metrics": {"port": 0}})
 
 
 async def run_cli(*args: str, stdin: bytes | None = None,

@@ -11,7 +11,7 @@ import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from tests import samples
-from tests.support import amqp_url
+from tests.services import amqp_url
 from worker.client import (
     ItemResult,
     ItemsFailed,

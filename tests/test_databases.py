@@ -9,8 +9,11 @@ import asyncpg
 import pytest
 
 from tests import samples
-from tests.conftest import running
-from tests.support import Producer, amqp_url, isolated_database, make_settings
+from tests.configs import make_settings
+from tests.databases import isolated_database
+from tests.producer import Producer
+from tests.running import running
+from tests.services import amqp_url
 from worker.migrations import migrate
 
 

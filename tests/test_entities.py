@@ -14,7 +14,7 @@ import pytest
 from schemas.registry import default_registry
 from schemas.samples import make_item, path_for
 from tests import samples
-from tests.support import Producer
+from tests.producer import Producer
 from worker.service import Worker
 
 

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,8 +20,8 @@ from pydantic import SecretStr
 
 from schemas.registry import Registry, default_registry
 from tests import samples
-from tests.conftest import running
-from tests.support import amqp_url, rabbitmqctl
+from tests.running import running
+from tests.services import amqp_url, free_port, rabbitmqctl
 from worker.gateway import Gateway, GatewayRefused, build_app
 from worker.gateway_openapi import openapi_document
 from worker.service import Worker
@@ -36,12 +35,6 @@ SEEDS = [(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Category="MED")])
          (samples.EXPORTS_PATH, [samples.export(1)])]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def digest(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -51,7 +44,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway on a port of its own in this event loop, and an HTTP client for it."""
     gateway = Gateway(settings)
     await gateway.start()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(gateway), host="127.0.0.1", port=port,
                                            log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve())

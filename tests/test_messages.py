@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from tests import samples
-from tests.conftest import running
-from tests.support import Producer, amqp_url, make_settings
+from tests.configs import make_settings
+from tests.producer import Producer
+from tests.running import running
+from tests.services import amqp_url
 from worker.service import Worker
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE

@@ -11,11 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.conftest import running
+from tests.configs import make_settings, write_settings
+from tests.databases import isolated_database
 from tests.operations_support import (
     STAMP,
-    Replies,
-    benefit,
     channel_on,
     dead_count,
     put_dead_letters,
@@ -23,9 +22,11 @@ from tests.operations_support import (
     run_console_script,
     status_of,
     wait_dead_count,
-    write_config,
 )
-from tests.support import amqp_url, isolated_database, make_settings, rabbitmqctl
+from tests.producer import Replies
+from tests.running import running
+from tests.samples import benefit
+from tests.services import amqp_url, rabbitmqctl
 from worker import deadletters, letters
 from worker.identity import SIGNATURE_HEADER, USER_HEADER
 from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
@@ -35,7 +36,7 @@ async def test_list_keeps_thousands_in_order(vhost: str, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     url = amqp_url(vhost)
     settings = make_settings(vhost, {"demo": {"dsn": "postgresql://127.0.0.1/unused"}})
-    config = write_config(tmp_path / "worker.toml", settings)
+    config = write_settings(tmp_path / "worker.toml", settings)
     await put_dead_letters(url, 3000, lambda n: 404 if n % 3 else 503)
 
     code, out, _ = await run_cli(["dlq", "list", "--json", "--config", str(config)], capsys)
@@ -57,7 +58,7 @@ async def test_replay_subset_keeps_properties_and_order(vhost: str, tmp_path: Pa
                                                         ) -> None:
     url = amqp_url(vhost)
     settings = make_settings(vhost, {"demo": {"dsn": "postgresql://127.0.0.1/unused"}})
-    config = str(write_config(tmp_path / "worker.toml", settings))
+    config = str(write_settings(tmp_path / "worker.toml", settings))
     await put_dead_letters(url, 10, lambda n: 503 if n in (3, 7) else 404)
     async with channel_on(url) as channel:
         await declare_topology(channel, settings.retry.delays_s)
@@ -116,7 +117,7 @@ async def test_replay_removes_nothing_the_broker_refused(
     order; once it accepts again, the same replay goes through."""
     url = amqp_url(vhost)
     settings = make_settings(vhost, {"demo": {"dsn": "postgresql://127.0.0.1/unused"}})
-    config = str(write_config(tmp_path / "worker.toml", settings))
+    config = str(write_settings(tmp_path / "worker.toml", settings))
     await put_dead_letters(url, 3)
     async with channel_on(url) as channel:
         await declare_topology(channel, settings.retry.delays_s)
@@ -148,7 +149,7 @@ async def test_story_database_configured_late(vhost: str, dsn: str, tmp_path: Pa
             await wait_dead_count(url, 1)
 
         after = make_settings(vhost, {"demo": {"dsn": dsn}, "late": {"dsn": late_dsn}})
-        config = str(write_config(tmp_path / "fixed.toml", after))
+        config = str(write_settings(tmp_path / "fixed.toml", after))
         async with running(after):
             listed = await run_console_script(["dlq", "list", "--config", config])
             assert listed.returncode == 0, listed.stderr

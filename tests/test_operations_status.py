@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,16 +12,19 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import running
-from tests.operations_support import benefit, put_dead_letters, run_cli, write_config
-from tests.support import Producer, amqp_url, make_settings
+from tests.configs import make_settings, write_settings
+from tests.operations_support import put_dead_letters, run_cli
+from tests.producer import Producer
+from tests.running import running
+from tests.samples import benefit
+from tests.services import amqp_url, free_port
 from worker.settings import Settings
 
 
 async def test_status_reports_queues_consumers_and_dead_letters(
         settings: Settings, producer: Producer, vhost: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    config = str(write_config(tmp_path / "worker.toml", settings))
+    config = str(write_settings(tmp_path / "worker.toml", settings))
     async with running(settings):
         await put_dead_letters(amqp_url(vhost), 3, lambda n: 503 if n == 1 else 404)
         code, out, _ = await run_cli(["status", "--json", "--config", config], capsys)
@@ -71,7 +73,7 @@ async def test_status_takes_unacknowledged_from_the_management_api(
     port = server.sockets[0].getsockname()[1]
     settings = make_settings(
         vhost, {}, amqp={"management_url": f"http://ops:s3cret@127.0.0.1:{port}"})
-    config = str(write_config(tmp_path / "worker.toml", settings))
+    config = str(write_settings(tmp_path / "worker.toml", settings))
     async with server:
         code, out, _ = await run_cli(["status", "--json", "--config", config], capsys)
     assert code == 0
@@ -82,12 +84,6 @@ async def test_status_takes_unacknowledged_from_the_management_api(
     assert report["queues"][0]["exists"] is False
     assert f"GET /api/queues/{vhost}?columns=name,messages_unacknowledged" in seen[0]
     assert "Basic " + base64.b64encode(b"ops:s3cret").decode() in seen[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -108,7 +104,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_and_probes_are_served(vhost: str, dsn: str, producer: Producer) -> None:
-    port = _free_port()
+    port = free_port()
     settings = make_settings(vhost, {"demo": {"dsn": dsn}},
                              metrics={"host": "127.0.0.1", "port": port})
     async with running(settings) as worker:
@@ -138,7 +134,7 @@ async def test_metrics_and_probes_are_served(vhost: str, dsn: str, producer: Pro
 
 
 async def test_not_ready_while_a_configured_database_is_unreachable(vhost: str, dsn: str) -> None:
-    port, closed = _free_port(), _free_port()
+    port, closed = free_port(), free_port()
     settings = make_settings(
         vhost, {"demo": {"dsn": dsn}, "down": {"dsn": f"postgresql://127.0.0.1:{closed}/x"}},
         metrics={"host": "127.0.0.1", "port": port})

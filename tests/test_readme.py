@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tests.support import amqp_url
+from tests.services import amqp_url
 from worker.service import Worker
 from worker.settings import Settings
 

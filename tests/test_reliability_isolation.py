@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from tests import samples
+from tests.producer import Producer
 from tests.reliability_support import CountingConnection, prepare
-from tests.support import Producer
 from worker.service import Worker
 from worker.writer import commit_batch
 

@@ -7,9 +7,10 @@ import asyncpg
 import pytest
 
 from tests import samples
-from tests.conftest import running
-from tests.reliability_support import prepare
-from tests.support import Producer, wait_until
+from tests.producer import Producer
+from tests.reliability_support import lock_waiters, prepare
+from tests.running import running
+from tests.waiting import wait_until
 from worker import expiry, writer
 from worker.settings import Settings
 from worker.statements import PROCESSED_LOOKUP
@@ -19,14 +20,6 @@ async def row_version(db: asyncpg.Connection) -> list[tuple[str, str]]:
     """Each row's key and xmin: a row written again gets a new xmin."""
     return [tuple(r) for r in await db.fetch(  # type: ignore[misc]
         "SELECT benefit_code, xmin::text FROM vbapi.benefit ORDER BY benefit_code")]
-
-
-async def lock_waiters(db: asyncpg.Connection) -> int:
-    # Inside a transaction pg_stat_activity is a snapshot taken once: drop it first.
-    await db.execute("SELECT pg_stat_clear_snapshot()")
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock'"))
 
 
 async def test_redelivery_writes_nothing_and_answers_identically(

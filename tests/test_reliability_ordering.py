@@ -12,9 +12,11 @@ import asyncpg
 from prometheus_client import REGISTRY
 
 from tests import samples
-from tests.conftest import running
-from tests.reliability_support import prepare
-from tests.support import Producer, wait_until
+from tests.configs import make_settings
+from tests.producer import Producer
+from tests.reliability_support import lock_waiters, prepare
+from tests.running import running
+from tests.waiting import wait_until
 from worker.settings import Settings
 from worker.writer import commit_batch
 
@@ -82,13 +84,6 @@ async def test_rows_are_written_in_key_order_whatever_the_item_order(
 def conflicts(sqlstate: str) -> float:
     return REGISTRY.get_sample_value("upsert_database_conflicts_total",
                                      {"sqlstate": sqlstate}) or 0.0
-
-
-async def lock_waiters(db: asyncpg.Connection) -> int:
-    await db.execute("SELECT pg_stat_clear_snapshot()")
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock'"))
 
 
 async def _all_waiting(db: asyncpg.Connection, n: int) -> bool:
@@ -200,7 +195,6 @@ async def test_overlapping_batches_under_group_commit_all_land(
     All batches carry one timestamp: a fallback commits a rolled-back group after a later
     one, and with timestamps a second apart the older write would rightly be refused (409,
     see test_older_batches_never_overwrite_newer_rows); here every write must apply."""
-    from tests.support import make_settings
     settings = make_settings(vhost, {"demo": {"dsn": dsn, "pool_max_size": 2}},
                              amqp={"prefetch_count": 16}, retry={"delays_s": [30.0]})
     rng = random.Random(5)

@@ -16,22 +16,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests import samples
-from tests.conftest import consuming
-from tests.reliability_support import (
-    TcpProxy,
-    broker_channel,
-    free_port,
-    queue_depth,
-    take_dead_letters,
-    wait_for,
-)
-from tests.support import (
-    PG_DSN,
-    Producer,
-    amqp_url,
-    isolated_database,
-    make_settings,
-)
+from tests.configs import make_settings
+from tests.databases import isolated_database
+from tests.producer import Producer
+from tests.reliability_support import TcpProxy, broker_channel, queue_depth, take_dead_letters
+from tests.running import consuming
+from tests.services import PG_DSN, amqp_url, free_port
+from tests.waiting import wait_until
 from worker import errors
 from worker.processor import Answer, Processor
 from worker.request import Request
@@ -137,8 +128,8 @@ async def test_transient_failure_goes_through_delay_queues_then_503_and_dead_let
                                     message_id="r-1", timestamp=timestamp,
                                     **{**SENT_PROPERTIES, "headers": {"trace": "t-1"}})
         # The batch waits in the first delay queue, then in the second ...
-        seen = [await wait_for(lambda d=d: queue_depth(vhost, retry_queue_name(d)),  # type: ignore[misc]
-                               timeout_s=10, interval_s=0.02) for d in (0.5, 1.0)]
+        seen = [await wait_until(lambda d=d: queue_depth(vhost, retry_queue_name(d)),  # type: ignore[misc]
+                                 timeout_s=10, interval_s=0.02) for d in (0.5, 1.0)]
         # ... while batches for the healthy database keep flowing.
         quick = [await producer.call(samples.BENEFIT_PATH, [samples.benefit(f"Q{i}")])
                  for i in range(5)]
@@ -178,8 +169,8 @@ async def test_a_database_that_comes_back_during_the_retries_gets_the_batch(
             async with consuming(Worker(settings)):
                 sent = await producer.send(samples.ARMOR_PATH, [samples.armor(7)],
                                            database="late", message_id="late-1")
-                await wait_for(lambda: queue_depth(vhost, retry_queue_name(0.5)),
-                               timeout_s=10, interval_s=0.02)
+                await wait_until(lambda: queue_depth(vhost, retry_queue_name(0.5)),
+                                 timeout_s=10, interval_s=0.02)
                 await proxy.start()
                 reply = await producer.reply(sent, timeout_s=15)
         finally:
@@ -270,7 +261,7 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
         connection = await aio_pika.connect(amqp_url(vhost))
         channel = await connection.channel()
         queue = await channel.declare_queue(REQUEST_QUEUE, passive=True)
-        message = await wait_for(lambda q=queue: q.get(fail=False), timeout_s=10)  # type: ignore[misc]
+        message = await wait_until(lambda q=queue: q.get(fail=False), timeout_s=10)  # type: ignore[misc]
         assert message.message_id == "poison-1"
         assert int((message.headers or {}).get("x-delivery-count", 0)) == crash
         await connection.close()   # no ack: the broker takes it back

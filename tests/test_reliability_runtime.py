@@ -10,29 +10,24 @@ import time
 import tracemalloc
 import zlib
 
-import aio_pika
 import asyncpg
 import orjson
 import pytest
 
 from schemas.registry import default_registry
 from tests import samples
-from tests.conftest import running
+from tests.configs import make_settings
+from tests.producer import Producer, Replies
 from tests.reliability_support import (
     TcpProxy,
     broker_channel,
+    lock_waiters,
     queue_depth,
     take_dead_letters,
-    wait_for,
 )
-from tests.support import (
-    PG_DSN,
-    Producer,
-    amqp_url,
-    make_settings,
-    rabbitmqctl,
-    wait_until,
-)
+from tests.running import running
+from tests.services import PG_DSN, amqp_url, rabbitmqctl
+from tests.waiting import wait_until
 from worker import errors
 from worker.intake import prepare_batch
 from worker.request import Request
@@ -60,13 +55,6 @@ async def consumers_of_requests(vhost: str) -> int:
         return int(queue.declaration_result.consumer_count or 0)
 
 
-async def lock_waiters(db: asyncpg.Connection) -> int:
-    await db.execute("SELECT pg_stat_clear_snapshot()")
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock'"))
-
-
 async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
         vhost: str, dsn: str, producer: Producer, db: asyncpg.Connection) -> None:
     """The connection drops while a batch waits in the database.  The broker takes the
@@ -78,30 +66,23 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
                              amqp={"url": amqp_url(vhost) + "?reconnect_interval=0.3"})
     await db.execute("INSERT INTO vbapi.armor_code_ex_code (armorcodeexcode_key, armor_code, "
                      "ex_code) VALUES (1, 'X', 'X')")
-    replies: list[aio_pika.abc.AbstractIncomingMessage] = []
-    async with running(settings):
-        reply_queue = await producer.channel.declare_queue(exclusive=True)
-
-        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            replies.append(message)
-        await reply_queue.consume(collect, no_ack=True)
+    # Every reply kept, however often the batch is answered.
+    async with running(settings), Replies(amqp_url(vhost)) as every_reply:
         async with db.transaction():
             await db.execute("SELECT 1 FROM vbapi.armor_code_ex_code "
                              "WHERE armorcodeexcode_key = 1 FOR UPDATE")
-            await producer.exchange.publish(aio_pika.Message(
-                orjson.dumps([samples.armor(1, armor_Code="NEW")]), message_id="cut-1",
-                reply_to=reply_queue.name, content_type="application/json",
-                timestamp=dt.datetime.now(dt.UTC),
-                headers={"path": samples.ARMOR_PATH, "vbasoftware-database": "demo"}),
-                routing_key="ArmorCodeExCode")
+            cut = await every_reply.send(samples.ARMOR_PATH,
+                                         [samples.armor(1, armor_Code="NEW")], database="demo",
+                                         routing_key="ArmorCodeExCode")
             await wait_until(lambda: lock_waiters(db), timeout_s=10)
             assert close_worker_connections(vhost) >= 1
         # The worker reconnects and consumes again ...
-        await wait_for(lambda: consumers_of_requests(vhost), timeout_s=15)
-        await wait_until(lambda: replies, timeout_s=15)
+        await wait_until(lambda: consumers_of_requests(vhost), timeout_s=15)
+        await every_reply.wait_for(cut, timeout_s=15)
         # ... and batches flow as before.
         later = await producer.call(samples.ARMOR_PATH, [samples.armor(2)])
         await asyncio.sleep(0.3)
+        replies = every_reply.for_id(cut)
     assert later.body["data"][0]["status"] == 201
     # At least once, identical each time; written once.
     assert {m.body for m in replies} == {replies[0].body}
@@ -109,7 +90,7 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
     assert await db.fetchval("SELECT armor_code FROM vbapi.armor_code_ex_code "
                              "WHERE armorcodeexcode_key = 1") == "NEW"
     assert await db.fetchval("SELECT count(*) FROM vbapi.upsert_processed_message "
-                             "WHERE message_id = 'cut-1'") == 1
+                             "WHERE message_id = $1", cut) == 1
     assert await queue_depth(vhost, REQUEST_QUEUE) == 0
 
 
@@ -128,8 +109,8 @@ async def test_worker_survives_its_database_restarting(
             before = await producer.call(samples.ARMOR_PATH, [samples.armor(1)])
             await proxy.stop()
             sent = await producer.send(samples.ARMOR_PATH, [samples.armor(2)])
-            await wait_for(lambda: queue_depth(vhost, retry_queue_name(0.5)),
-                           timeout_s=10, interval_s=0.02)
+            await wait_until(lambda: queue_depth(vhost, retry_queue_name(0.5)),
+                             timeout_s=10, interval_s=0.02)
             await proxy.start()
             during = await producer.reply(sent, timeout_s=15)
             after = await producer.call(samples.ARMOR_PATH, [samples.armor(3)])
@@ -291,7 +272,7 @@ async def test_shutdown_hands_back_what_does_not_finish_within_grace(
         stopped_in = time.perf_counter() - started
         assert stopped_in < 5
         # Handed back, not lost, not answered.
-        assert await wait_for(lambda: queue_depth(vhost, REQUEST_QUEUE), timeout_s=5) == 1
+        assert await wait_until(lambda: queue_depth(vhost, REQUEST_QUEUE), timeout_s=5) == 1
         assert not producer._replies[sent].done()
     async with running(settings):
         reply = await producer.reply(sent)

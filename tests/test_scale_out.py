@@ -16,8 +16,11 @@ import aio_pika
 import asyncpg
 import orjson
 
-from tests.operations_support import Replies, benefit, status_of, write_config
-from tests.support import amqp_url, make_settings
+from tests.configs import make_settings, write_settings
+from tests.operations_support import status_of
+from tests.producer import Replies
+from tests.samples import benefit
+from tests.services import amqp_url
 from worker.topology import REQUEST_QUEUE
 
 BATCHES = 300
@@ -60,7 +63,7 @@ async def test_two_worker_processes_share_one_queue(vhost: str, dsn: str, db: as
                                                     tmp_path: Path) -> None:
     url = amqp_url(vhost)
     settings = make_settings(vhost, {"demo": {"dsn": dsn}}, log={"level": "info"})
-    config = write_config(tmp_path / "worker.toml", settings)
+    config = write_settings(tmp_path / "worker.toml", settings)
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     with workers(config, logs) as processes:
         deadline = asyncio.get_running_loop().time() + 30

@@ -15,7 +15,7 @@ import pytest
 from schemas.entity import Entity, Field, Parent, Table, audit_fields, integer, text
 from schemas.kinds import Kind
 from schemas.registry import Registry, default_registry
-from tests.support import isolated_database
+from tests.databases import isolated_database
 from worker.migrations import MigrationRefused, migrate
 from worker.processor import Processor
 from worker.request import Request

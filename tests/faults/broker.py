@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import subprocess
 from collections import defaultdict
 from typing import Any
 
@@ -18,6 +17,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
+from tests.services import rabbitmqctl
+from tests.waiting import wait_until
 from worker.client import UpsertClient
 from worker.topology import (
     DEAD_QUEUE,
@@ -28,6 +29,8 @@ from worker.topology import (
 
 REPLY_QUEUE = "faults.replies"
 RECONNECT_INTERVAL_S = 0.3
+# How long a publish is tried again before the test gives up on the broker.
+PUBLISH_DEADLINE_S = 30.0
 
 
 class TestBroker:
@@ -68,25 +71,25 @@ class TestBroker:
         self.replies[key].append(Received(int(headers.get("status", 0)), message.body, headers))
         self.changed.set()
 
-    async def publish(self, batch: LedgerBatch, deadline_s: float = 30.0) -> None:
-        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts, deadline_s=deadline_s)
+    async def publish(self, batch: LedgerBatch) -> None:
+        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts)
 
     async def publish_raw(self, message_id: str, body: bytes, *, ts: dt.datetime,
-                          headers: dict[str, Any] | None = None, routing_key: str = ENTITY,
-                          deadline_s: float = 30.0, **properties: Any) -> None:
+                          headers: dict[str, Any] | None = None, **properties: Any) -> None:
         """Publish until the broker confirms it.  A publish cut off by a dropped connection is
         sent again with the same message_id: at worst the worker sees it twice, and must
-        answer both copies identically."""
+        answer both copies identically.  ``properties`` are the client's (routing_key:
+        the ledger's entity unless given)."""
         if headers is None:
             headers = {"path": PATH, "vbasoftware-database": "demo"}
         properties.setdefault("content_type", "application/json")
+        properties.setdefault("routing_key", ENTITY)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
+        deadline = loop.time() + PUBLISH_DEADLINE_S
         while True:
             try:
                 await self.client.send(None, body, headers=dict(headers),
-                                       message_id=message_id, timestamp=ts,
-                                       routing_key=routing_key, **properties)
+                                       message_id=message_id, timestamp=ts, **properties)
                 return
             except Exception:
                 if loop.time() > deadline:
@@ -145,17 +148,14 @@ class TestBroker:
             await channel.close()
 
     async def wait_consumers(self, count: int, timeout_s: float = 30.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
+        async def reached() -> bool:
             try:
-                if await self.consumers() == count:
-                    return
+                return await self.consumers() == count
             except Exception:
-                pass  # our own connection is being re-established
-            if loop.time() > deadline:
-                raise AssertionError(f"request queue did not reach {count} consumers")
-            await asyncio.sleep(0.1)
+                return False  # our own connection is being re-established
+
+        await wait_until(reached, timeout_s, 0.1,
+                         failure=lambda: f"request queue did not reach {count} consumers")
 
     async def bounce(self, times: int) -> int:
         """Take the first request off vbapi.requests and give it back unacknowledged by
@@ -191,17 +191,16 @@ class TestBroker:
 
     async def wait_drained(self, timeout_s: float = 20.0) -> None:
         """Until the request and retry queues hold nothing, ready or unacknowledged."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
+        left: dict[str, tuple[int, int]] = {}
+
+        async def drained() -> bool:
             counts = await asyncio.to_thread(self.queue_counts)
-            left = {q: counts.get(q, (0, 0)) for q in self.worker_queues()
-                    if counts.get(q, (0, 0)) != (0, 0)}
-            if not left:
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"queues not drained: {left}")
-            await asyncio.sleep(0.3)
+            left.clear()
+            left.update({q: counts.get(q, (0, 0)) for q in self.worker_queues()
+                         if counts.get(q, (0, 0)) != (0, 0)})
+            return not left
+
+        await wait_until(drained, timeout_s, 0.3, failure=lambda: f"queues not drained: {left}")
 
     async def dead_letters(self) -> list[AbstractIncomingMessage]:
         """Every message in vbapi.dead (taken and acknowledged: the test vhost goes away)."""
@@ -221,8 +220,3 @@ class TestBroker:
         """Close every connection of the test vhost (and only of it) from the broker side."""
         assert self.vhost.startswith("test_"), self.vhost
         rabbitmqctl("close_all_connections", "-p", self.vhost, reason)
-
-
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
-                          text=True, timeout=60).stdout

@@ -15,10 +15,8 @@ import pytest
 from tests.faults.broker import TestBroker
 from tests.faults.cluster import RabbitCluster, rabbit_cluster
 from tests.faults.pg_pair import PgPair, pg_pair
-from tests.faults.processes import WorkerProcess, write_config
-from tests.support import amqp_url
-
-Spawn = Callable[..., WorkerProcess]
+from tests.faults.processes import Spawn, WorkerProcess, write_config
+from tests.services import amqp_url
 
 
 @pytest.fixture

@@ -50,19 +50,19 @@ class Received:
 
 
 def make_batches(count: int, *, keys: int, items: int, rng: random.Random,
-                 jitter: int = 12, first_second: int = 0) -> list[LedgerBatch]:
+                 jitter: int = 12) -> list[LedgerBatch]:
     """``count`` batches over ``keys`` keys, in publishing order.
 
-    Batch ``i`` has timestamp BASE_TS + first_second + i seconds; publishing order is that
+    Batch ``i`` has timestamp BASE_TS + i seconds; publishing order is that
     order shuffled locally (each batch moves up to ``jitter`` places), so late arrivals meet
     rows a newer batch already wrote.  Some batches hold one key twice (the later item wins).
     """
     batches = []
     for i in range(count):
-        ts = BASE_TS + dt.timedelta(seconds=first_second + i)
+        ts = BASE_TS + dt.timedelta(seconds=i)
         chosen = [rng.randrange(keys) for _ in range(items)]
         batch_items = tuple(
-            {KEY: key, "armor_Code": f"t{first_second + i}", "ex_Code": f"i{n}"}
+            {KEY: key, "armor_Code": f"t{i}", "ex_Code": f"i{n}"}
             for n, key in enumerate(chosen))
         batches.append(LedgerBatch(uuid.uuid4().hex, ts, batch_items))
     order = sorted(range(count), key=lambda i: i + rng.uniform(0, jitter))

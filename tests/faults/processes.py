@@ -9,18 +9,19 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.configs import merged, write_toml
 from tests.faults.commands import run_bounded
 from tests.faults.procinfo import children_of, identities, still_running
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,37 +30,16 @@ def write_config(path: Path, *, amqp_url: str, dsn: str, database: dict[str, Any
                  **sections: dict[str, Any]) -> Path:
     """A worker TOML file: the test's vhost and database (``database``: more settings of
     it, such as its pool size), metrics off, short retries."""
-    values: dict[str, dict[str, Any]] = {
+    defaults: dict[str, Any] = {
         "amqp": {"url": amqp_url, "prefetch_count": 8, "publish_timeout_s": 5.0,
                  "connect_timeout_s": 5.0},
         "metrics": {"port": 0},
         "retry": {"delays_s": [0.2, 0.5, 1.0], "max_deliveries": 10},
         "worker": {"shutdown_grace_s": 10.0},
         "log": {"format": "json", "level": "info"},
+        "databases": {"demo": {"dsn": dsn, **(database or {})}},
     }
-    for name, section in sections.items():
-        values[name] = {**values.get(name, {}), **section}
-    lines = []
-    for name, section in values.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in section.items()]
-        lines.append("")
-    lines += ["[databases.demo]", f"dsn = {_toml(dsn)}"]
-    lines += [f"{k} = {_toml(v)}" for k, v in (database or {}).items()]
-    lines.append("")
-    path.write_text("\n".join(lines))
-    return path
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return write_toml(path, merged(defaults, sections))
 
 
 class WorkerProcess:
@@ -115,10 +95,8 @@ class WorkerProcess:
             return ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# What the ``spawn`` fixture gives a test: ``spawn(dsn, database={...}, **sections)``.
+Spawn = Callable[..., WorkerProcess]
 
 
 def postgres_bindir() -> Path | None:

@@ -17,19 +17,14 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.faults.conftest import Spawn
 from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.support import wait_until
+from tests.faults.processes import Spawn
+from tests.reliability_support import lock_waiters
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 RETRY_S = [0.2, 0.5, 1.0]
-
-
-async def _lock_waiters(db: asyncpg.Connection) -> int:
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
 
 
 async def test_broker_closes_all_connections_mid_stream(spawn: Spawn, broker_for, dsn: str,
@@ -66,4 +61,4 @@ async def test_broker_closes_all_connections_mid_stream(spawn: Spawn, broker_for
     print(f"redeliveries answered from the processed-message record: {replayed}")
 
 async def _wait_for_waiters(db: asyncpg.Connection) -> bool:
-    return await _lock_waiters(db) >= 2
+    return await lock_waiters(db) >= 2

@@ -15,7 +15,6 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.faults.conftest import Spawn
 from tests.faults.ledger import (
     BASE_TS,
     KEY,
@@ -24,6 +23,7 @@ from tests.faults.ledger import (
     make_batches,
     seeded_rng,
 )
+from tests.faults.processes import Spawn
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 

@@ -10,10 +10,10 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.faults.conftest import Spawn
 from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.faults.processes import PrivatePostgres, private_postgres
-from tests.support import wait_until
+from tests.faults.processes import PrivatePostgres, Spawn, private_postgres
+from tests.reliability_support import lock_waiters
+from tests.waiting import wait_until
 from worker.migrations import migrate
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
@@ -34,9 +34,7 @@ async def _hold_lock_and(server: PrivatePostgres, action: str) -> None:
         await locker.execute("BEGIN; LOCK TABLE vbapi.armor_code_ex_code IN EXCLUSIVE MODE")
 
         async def some_blocked() -> bool:
-            return int(await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'")) >= 2
+            return await lock_waiters(watcher) >= 2
         await wait_until(some_blocked, timeout_s=20)
     finally:
         await watcher.close()

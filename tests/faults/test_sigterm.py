@@ -14,20 +14,15 @@ import time
 import asyncpg
 import pytest
 
-from tests.faults.conftest import Spawn
 from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.support import wait_until
+from tests.faults.processes import Spawn
+from tests.reliability_support import lock_waiters
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 RETRY_S = [0.2, 0.5, 1.0]
 GRACE_S = 3.0
-
-
-async def _blocked(db: asyncpg.Connection) -> int:
-    return int(await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
 
 
 async def _sigterm_with_batches_in_flight(spawn: Spawn, dsn: str, db: asyncpg.Connection,
@@ -44,7 +39,7 @@ async def _sigterm_with_batches_in_flight(spawn: Spawn, dsn: str, db: asyncpg.Co
             await locker.execute("LOCK TABLE vbapi.armor_code_ex_code IN EXCLUSIVE MODE")
 
             async def some_blocked() -> bool:
-                return await _blocked(db) >= 2
+                return await lock_waiters(db) >= 2
             await wait_until(some_blocked, timeout_s=20)
             worker.terminate()
             sent = time.monotonic()

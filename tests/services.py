@@ -1,0 +1,129 @@
+"""Reaching the machine's RabbitMQ and PostgreSQL, for the tests and the benchmark alike: where
+they are, ``rabbitmqctl``, and a corner of each (a vhost, a database) that nobody else uses.
+
+Where they are comes from the environment: ``TEST_AMQP_HOST``, ``TEST_AMQP_PORT``,
+``TEST_AMQP_USER``, ``TEST_AMQP_PASSWORD`` and ``TEST_PG_DSN`` (a DSN of a role that may
+create databases), and the same names starting with ``BENCH_``.  Each program's own names
+win: the tests read ``TEST_*`` and fall back to ``BENCH_*``, the benchmark reads ``BENCH_*``
+and falls back to ``TEST_*`` (see :meth:`Services.from_env`).  Unset, the services of this
+machine: 127.0.0.1:5672 as guest/guest, and postgresql://root@127.0.0.1:5432/postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import asyncpg
+
+
+def unique(prefix: str) -> str:
+    """A name nobody else has: for a vhost, a database, a user."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rabbitmqctl(*args: str, background: bool = False) -> str:
+    """Run ``rabbitmqctl -q ARGS`` and return what it printed; with ``background``, start it
+    and return at once (its output and failure ignored)."""
+    command = ["rabbitmqctl", "-q", *args]
+    if background:
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return ""
+    return subprocess.run(command, check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the broker and PostgreSQL are, and what a run may make on them."""
+
+    amqp_host: str
+    amqp_port: int
+    amqp_user: str
+    amqp_password: str
+    # A DSN of a role that may create and drop databases; others are named after it.
+    pg_dsn: str
+
+    @classmethod
+    def from_env(cls, *prefixes: str) -> Services:
+        """The services the environment names, the first prefix's variables first."""
+
+        def setting(name: str, default: str) -> str:
+            for prefix in prefixes:
+                value = os.environ.get(f"{prefix}_{name}")
+                if value is not None:
+                    return value
+            return default
+
+        return cls(amqp_host=setting("AMQP_HOST", "127.0.0.1"),
+                   amqp_port=int(setting("AMQP_PORT", "5672")),
+                   amqp_user=setting("AMQP_USER", "guest"),
+                   amqp_password=setting("AMQP_PASSWORD", "guest"),
+                   pg_dsn=setting("PG_DSN", "postgresql://root@127.0.0.1:5432/postgres"))
+
+    def amqp_url(self, vhost: str, user: str | None = None, password: str | None = None
+                 ) -> str:
+        """The URL of ``vhost``, as the configured user unless another is given."""
+        if user is None:
+            user, password = self.amqp_user, self.amqp_password
+        return (f"amqp://{user}:{password}@{self.amqp_host}:{self.amqp_port}/"
+                f"{quote(vhost, safe='')}")
+
+    def dsn_for(self, database: str) -> str:
+        base, _, _ = self.pg_dsn.rpartition("/")
+        return f"{base}/{database}"
+
+    @contextlib.contextmanager
+    def vhost(self, prefix: str, *, delete_in_background: bool = False) -> Iterator[str]:
+        """A fresh vhost the configured user may use, deleted afterwards: in the background
+        if asked (rabbitmqctl takes a second), else before the block's end returns."""
+        vhost = unique(prefix)
+        rabbitmqctl("add_vhost", vhost)
+        try:
+            rabbitmqctl("set_permissions", "-p", vhost, self.amqp_user, ".*", ".*", ".*")
+            yield vhost
+        finally:
+            rabbitmqctl("delete_vhost", vhost, background=delete_in_background)
+
+    @contextlib.asynccontextmanager
+    async def admin(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection as the role of :attr:`pg_dsn`, to create and drop databases."""
+        conn = await asyncpg.connect(self.pg_dsn)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def create_database(self, name: str, template: str | None = None) -> None:
+        copy = f' TEMPLATE "{template}"' if template else ""
+        async with self.admin() as admin:
+            await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+
+    async def drop_database(self, name: str) -> None:
+        async with self.admin() as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The tests' own: their variables first.
+SERVICES = Services.from_env("TEST", "BENCH")
+PG_DSN = SERVICES.pg_dsn
+amqp_url = SERVICES.amqp_url
+dsn_for = SERVICES.dsn_for
+
+
+def isolated_vhost() -> contextlib.AbstractContextManager[str]:
+    """A test's own vhost; its deletion does not hold up the next test."""
+    return SERVICES.vhost("test", delete_in_background=True)
