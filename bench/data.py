@@ -45,6 +45,31 @@ class Keys:
     def code(n: int) -> str:
         return "B" + _base36(n, 9)
 
+    def written(self) -> WrittenKeys:
+        """The keys taken so far, to be taken again: items that update stored rows."""
+        return WrittenKeys(self._next)
+
+
+class WrittenKeys(Keys):
+    """Keys already written, taken again in order; more than were written is an error."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def take(self) -> int:
+        while True:
+            if self._next >= self.count:
+                raise ValueError(f"only {self.count} keys were written")
+            n = super().take()
+            # The slots a batch with bad items fills with an invalid or orphan item were
+            # never written there: skipped, so that every item is an update.
+            if n % 100 not in (INVALID_SLOT, ORPHAN_SLOT):
+                return n
+
+    def batches(self, size: int, count: int) -> Batches:
+        return make_batches(self, size, count)
+
 
 def item(n: int, *, bad: bool = False) -> dict[str, Any]:
     """Benefit number ``n``: every field a producer typically sends, audit fields left out."""

@@ -39,6 +39,7 @@ from worker.settings import Settings
 
 WORKER = "worker"
 WORKER_BAD = "worker, 1% bad"
+WORKER_UPDATES = "worker, every item an update"
 TWO_WORKERS = "2 workers"
 WIDEST_ROW = f"worker, widest entity ({WIDEST}, 655 fields)"
 GATEWAY = "worker via HTTP gateway"
@@ -189,6 +190,11 @@ class Bench:
                         name = WORKER_BAD if bad else WORKER
                         self._add(await self._consumer_row(
                             name, size, self._contender(producer, first, bad=bad)))
+                # The same keys again: every item updates a stored row.
+                self._add(await self._consumer_row(
+                    WORKER_UPDATES, self.plan.ratio_size,
+                    dataclasses.replace(self._contender(producer, first),
+                                        make=self.keys.written().batches)))
                 await self._widest(dsn, url, first)
                 await self._gateway(dsn, url, first)
                 async with self._started("worker-2", command, b'"consuming"') as second:
@@ -365,7 +371,7 @@ class Bench:
             if row.name != NAIVE:
                 row.vs_naive = row.items_per_s / naive.items_per_s if naive else None
             clean = results.find(WORKER, row.size)
-            if row.name in (WORKER_BAD, TWO_WORKERS) and clean is not None:
+            if row.name in (WORKER_BAD, TWO_WORKERS, WORKER_UPDATES) and clean is not None:
                 row.vs_clean = row.items_per_s / clean.items_per_s
         if row.name == CEILING:
             self.say(f"  {row.name:<36} {row.size:>6,} items/batch: "
@@ -388,6 +394,7 @@ class Bench:
             r.targets.append(Target(f"{big:,}-item batches: worker / naive peer",
                                     worker_big.items_per_s / naive_big.items_per_s, 2.0, True))
             self._cpu_notes(worker_big, ceiling_big, naive_big)
+            self._cpu_targets(worker_big, ceiling_big, naive_big)
         for size in sizes:
             bad = r.find(WORKER_BAD, size)
             if bad is not None and bad.vs_clean is not None:
@@ -403,7 +410,7 @@ class Bench:
         one, echo = r.find(WORKER, 1), r.find(BROKER, 1)
         if one and echo:
             r.targets.append(Target("1-item batches: worker / bare broker round trip",
-                                    one.items_per_s / echo.items_per_s, 0.6, True))
+                                    one.items_per_s / echo.items_per_s, 0.8, True))
         middle = r.find(WORKER, mid)
         if middle and middle.p99_ms is not None:
             r.targets.append(Target(f"{mid:,}-item batches: p99 ms at half the maximum rate",
@@ -413,6 +420,33 @@ class Bench:
         if peaks:
             r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
                                     max(peaks), 250, False))
+
+    def _cpu_targets(self, worker: Row, ceiling_row: Row, naive: Row) -> None:
+        """CPU per item, by process: what decides cost as workers scale out.  The database
+        is what every worker shares, so its CPU per item bounds the whole system."""
+        w, c, n = worker.cpu, ceiling_row.cpu, naive.cpu
+        if w is None or c is None or n is None:
+            return
+        size, r = worker.size, self.results
+        r.targets.append(Target(f"{size:,}-item batches: worker CPU us per item",
+                                w.consumer, 6.0, False))
+        if n.consumer > 0:
+            r.targets.append(Target(f"{size:,}-item batches: worker CPU per item / naive "
+                                    f"peer's", w.consumer / n.consumer, 0.5, False))
+        if c.postgres > 0:
+            r.targets.append(Target(f"{size:,}-item batches: PostgreSQL CPU per item, "
+                                    f"worker's path / raw ceiling's",
+                                    w.postgres / c.postgres, 1.0, False))
+        figures = [f"{row.size:,} items: {row.cpu.consumer:.1f} us"
+                   for row in r.rows if row.name == WORKER and row.cpu is not None]
+        r.notes.append("Worker CPU per item by batch size: " + "; ".join(figures) + ".")
+        updates = r.find(WORKER_UPDATES, size)
+        if updates is not None and updates.cpu is not None:
+            r.notes.append(
+                f"{size:,}-item batches of updates only: worker {updates.cpu.consumer:.1f} "
+                f"us, PostgreSQL {updates.cpu.postgres:.1f} us, RabbitMQ "
+                f"{updates.cpu.rabbitmq:.1f} us per item (inserts: {w.consumer:.1f}, "
+                f"{w.postgres:.1f}, {w.rabbitmq:.1f}).")
 
     def _gateway_notes(self) -> None:
         """What the HTTP gateway adds to the client library's latency (each at half its

@@ -22,6 +22,7 @@ from bench.runner import (
     WIDEST_ROW,
     WORKER,
     WORKER_BAD,
+    WORKER_UPDATES,
 )
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(180)]
@@ -39,7 +40,7 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     results = json.loads(raw.read_text())
     rows = {(r["name"], r["size"]): r for r in results["rows"]}
     expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size),
-                (WIDEST_ROW, QUICK.latency_size),
+                (WIDEST_ROW, QUICK.latency_size), (WORKER_UPDATES, QUICK.ratio_size),
                 *((GATEWAY, size) for size in QUICK.gateway_sizes)}
     for size in QUICK.sizes:
         expected |= {(CEILING, size), (NAIVE, size), (WORKER, size), (WORKER_BAD, size)}
@@ -48,11 +49,12 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
         assert row["items_per_s"] > 0 and row["batches_per_s"] > 0, row
         assert row["items_per_s"] >= row["batches_per_s"], row
     for (name, _), row in rows.items():
-        if name in (WORKER, WORKER_BAD, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW, GATEWAY):
+        if name in (WORKER, WORKER_BAD, WORKER_UPDATES, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW,
+                    GATEWAY):
             # Measured on the separate consumer process: latency and its peak memory.
             assert 0 < row["p50_ms"] <= row["p99_ms"] < 60_000, row
             assert 10 < row["peak_mb"] < 4096, row
-        if name in (WORKER, WORKER_BAD, TWO_WORKERS):
+        if name in (WORKER, WORKER_BAD, WORKER_UPDATES, TWO_WORKERS):
             assert row["vs_ceiling"] > 0 and row["vs_naive"] > 0, row
     # CPU per item by process, measured around every closed loop but the commit ceiling's
     # (clock ticks are coarse on loops this short: some parts may read 0).
@@ -60,9 +62,13 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert all(c is not None and c["total"] >= 0 for c in measured)
     assert sum(c["total"] for c in measured) > 0
     assert any("A worker costing no CPU at all" in note for note in results["notes"])
+    assert any("of updates only" in note for note in results["notes"])
     # Every target is judged, whatever the verdict on tiny sizes: those of the throughput
-    # issue, start to ready and idle memory with 730 entities, the gateway against the client.
-    assert len(results["targets"]) == 5 + len(QUICK.sizes) + 3
+    # issue, start to ready and idle memory with 730 entities, the gateway against the
+    # client, and CPU per item (worker, worker against the naive peer, PostgreSQL against
+    # the raw ceiling; those with a zero reading on loops this short may be left out).
+    assert 5 + len(QUICK.sizes) + 3 <= len(results["targets"]) <= 5 + len(QUICK.sizes) + 6
+    assert any("worker CPU us per item" in t["what"] for t in results["targets"])
     assert any("First migration of an empty database" in n for n in results["notes"])
 
     text = output.read_text()
