@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.entity import ENTRY_DATE, ENTRY_USER
-from worker.batch import CREATED_BODY, STALE_BODY, UPDATED_BODY, Batch, ItemStatus
+from worker.batch import CREATED, STALE, UPDATED, Batch, ItemStatus
 from worker.statements import EntityStatements
 
 Key = tuple[Any, ...]
@@ -79,19 +79,17 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
 def answer_groups(batch: Batch, groups: Sequence[KeyGroup],
                   returned: dict[Key, bool]) -> None:
     """201/200 for the items of the groups the upsert wrote, 409 for the others."""
+    answers = batch.answers
     for group in groups:
         inserted = returned.get(group.key)
+        indexes = group.indexes
         if inserted is None:
-            for index in group.indexes:
-                batch.answer(index, ItemStatus.CONFLICT, STALE_BODY)
+            for index in indexes:
+                answers[index] = STALE
             continue
-        first, *rest = group.indexes
-        if inserted:
-            batch.answer(first, ItemStatus.CREATED, CREATED_BODY)
-        else:
-            batch.answer(first, ItemStatus.UPDATED, UPDATED_BODY)
-        for index in rest:
-            batch.answer(index, ItemStatus.UPDATED, UPDATED_BODY)
+        answers[indexes[0]] = CREATED if inserted else UPDATED
+        for index in indexes[1:]:  # the same key again in the batch: an update of the first
+            answers[index] = UPDATED
 
 
 def item_error(exc: BaseException, fields: Sequence[str] = ()) -> tuple[ItemStatus, str]:

@@ -25,16 +25,18 @@ class ItemStatus(IntEnum):
     FAILED = 500             # no answer could be found for it (a bug)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ItemAnswer:
     status: ItemStatus
     body: str
 
 
-# The answer bodies the writer gives, as the API gives them.
-CREATED_BODY = "Created"
-UPDATED_BODY = "Updated"
-STALE_BODY = "not applied: the stored record was written by a newer batch"
+# The answers the writer gives most, as the API gives them: made once, shared by every item
+# that gets them (most items of most batches).
+CREATED = ItemAnswer(ItemStatus.CREATED, "Created")
+UPDATED = ItemAnswer(ItemStatus.UPDATED, "Updated")
+STALE = ItemAnswer(ItemStatus.CONFLICT,
+                   "not applied: the stored record was written by a newer batch")
 
 
 @dataclass

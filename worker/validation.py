@@ -44,6 +44,8 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
     datetime_fields = [f.name for f in entity.fields if f.kind is Kind.DATETIME]
     checked = check_nul or bool(entity.bindings)
     key = entity.key
+    (only_key,) = key if len(key) == 1 else (None,)
+    ids, valid = batch.ids, batch.rows
     for index, row in enumerate(rows):
         problems = failed.get(index)
         if problems is None:
@@ -55,10 +57,13 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
             if not problems:
                 # A valid item's text and int32 key values are echoed as they are;
                 # date-times are put back as sent below.
-                batch.ids.append([{"key": k, "value": row[k]} for k in key])
-                batch.rows.append((index, row))
+                if only_key is not None:
+                    ids.append([{"key": only_key, "value": row[only_key]}])
+                else:
+                    ids.append([{"key": k, "value": row[k]} for k in key])
+                valid.append((index, row))
                 continue
-        batch.ids.append(_item_id(entity, row))
+        ids.append(_item_id(entity, row))
         batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
     sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
     if sent_as_text:
