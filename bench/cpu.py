@@ -32,7 +32,7 @@ class CpuSplit:
         return self.consumer + self.postgres + self.rabbitmq + self.load
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, in seconds (0 if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -65,7 +65,7 @@ class CpuMeter:
     def _read(self) -> dict[str, dict[int, float]]:
         groups = {"consumer": self.consumer_pids, "postgres": _pids_named(POSTGRES),
                   "rabbitmq": _pids_named(RABBITMQ), "load": [os.getpid()]}
-        return {group: {pid: _cpu_s(pid) for pid in pids} for group, pids in groups.items()}
+        return {group: {pid: cpu_seconds(pid) for pid in pids} for group, pids in groups.items()}
 
     def start(self) -> None:
         self._start = self._read()
