@@ -107,8 +107,10 @@ class Worker:
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.set_qos(prefetch_count=amqp.prefetch_count)
+            # Declared before the prefetch is set: a queue kept as it is reopens the
+            # channel (worker/topology.py), and a reopened channel has no prefetch.
             topology = await declare_topology(channel, self.settings.retry.delays_s)
+            await channel.set_qos(prefetch_count=amqp.prefetch_count)
             # A consumer per connection: a delivery is answered and acknowledged on the
             # channel it came from, or not at all (the broker then redelivers it).
             self.consumer = Consumer(self.settings, self.processor, channel.default_exchange,
