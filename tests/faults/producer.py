@@ -10,6 +10,7 @@ cluster's producer have in common; ``ClusterProducer`` is the latter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
@@ -107,6 +108,17 @@ class LedgerProducer:
         fresh = [self.answered_at[m] for m, at in self.sent_at.items()
                  if at > after and m in self.answered_at]
         return min(fresh, default=None)
+
+    def unanswered(self) -> int:
+        """Batches the broker confirmed that have no reply yet."""
+        return len(self.sent_at.keys() - self.replies.keys())
+
+    async def wait_unanswered(self, count: int, timeout_s: float) -> int:
+        """Until at least ``count`` confirmed batches wait for their reply, or the timeout
+        passed; how many wait then."""
+        with contextlib.suppress(AssertionError):
+            await self._wait(lambda: self.unanswered() >= count, timeout_s, str)
+        return self.unanswered()
 
     def answered(self) -> int:
         return len(self.replies)

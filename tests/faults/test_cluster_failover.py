@@ -3,17 +3,19 @@ of batches streams in through the client library (with confirms, failing over to
 the node the worker is connected to, then the node that leads vbapi.requests.  Every
 batch is answered, none is lost, none applied twice, and the rows are the ledger's.
 
-The figures of each failover are printed (and shown in the test's output): how long the
-worker took to consume again, how many deliveries it answered from the record, how often
-the producer had to publish again.
+Each kill lands with deliveries in flight (the worker's writes held up by a table lock
+for a moment).  The figures of each failover are printed (and shown in the test's output):
+how long the worker took to consume again, how many deliveries it answered from the
+record, how often the producer had to publish again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -27,7 +29,9 @@ from tests.faults.producer import ClusterProducer, wait_drained
 from tests.faults.rabbit_node import RabbitNode
 from tests.faults.worker_log import (
     CONSUMING,
+    CUT_OFF,
     FAILING_OVER,
+    HANDED_BACK,
     RENEWED,
     events,
     first_received,
@@ -38,6 +42,8 @@ from tests.faults.worker_log import (
 from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, retry_queue_name
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+TABLE = "vbapi.armor_code_ex_code"
 
 
 
@@ -52,9 +58,13 @@ BATCHES, ITEMS, KEYS = 300, 200, 5000
 # Two parts, a kill in each, landing once this many batches are answered: the part is still
 # being published, and the worker has deliveries in flight.
 FIRST_PART, KILL_AT = 150, (40, 190)
-# About as fast as the worker answers on this machine, a little faster.
 PACE_S = 0.015
 CONCURRENCY = 16
+PREFETCH = 16
+# Before each kill the worker's writes are held up by a lock on the table for a moment, so
+# that the kill lands with a prefetch's worth of deliveries in flight: written once the
+# lock goes, but acknowledged on a channel that died with its node, or not.
+IN_FLIGHT = PREFETCH + 8
 RETRY_S = [0.2, 0.5, 1.0, 2.0]
 
 
@@ -64,7 +74,7 @@ async def test_worker_rides_out_kill_9_of_its_node_and_of_the_queue_leader(
     cluster = broker_cluster
     rng = seeded_rng("cluster-failover")
     batches = make_batches(BATCHES, keys=KEYS, items=ITEMS, rng=rng)
-    worker = spawn(dsn, amqp={"url": cluster.urls(), "prefetch_count": 16},
+    worker = spawn(dsn, amqp={"url": cluster.urls(), "prefetch_count": PREFETCH},
                    retry={"delays_s": RETRY_S, "max_deliveries": 20})
     await wait_event(worker.log, CONSUMING, after=0, timeout_s=60)
     reply_queue = f"faults.replies.{uuid.uuid4().hex[:8]}"
@@ -78,7 +88,11 @@ async def test_worker_rides_out_kill_9_of_its_node_and_of_the_queue_leader(
                                                                   CONCURRENCY))
             try:
                 await producer.wait_answers(kill_at, timeout_s=60)
-                kills.append(await kill_9(cluster, victim, worker, reply_queue))
+                async with table_locked(dsn):
+                    unanswered = await producer.wait_unanswered(IN_FLIGHT, timeout_s=10)
+                    figures = await kill_9(cluster, victim, worker)
+                figures["unanswered_at_kill"] = unanswered
+                kills.append(await recover(cluster, figures, victim, worker, reply_queue))
                 await publishing
             finally:
                 publishing.cancel()
@@ -116,6 +130,10 @@ async def test_worker_rides_out_kill_9_of_its_node_and_of_the_queue_leader(
         "kills": kills,
         "worker_failovers": len(events(worker.log, FAILING_OVER)),
         "worker_publish_channels_renewed": len(events(worker.log, RENEWED)),
+        # Deliveries the kills caught: cancelled with their channel, or written but not
+        # answered (the reply's channel gone); the broker redelivers both.
+        "deliveries_cut_off": len(events(worker.log, CUT_OFF)),
+        "deliveries_handed_back": len(events(worker.log, HANDED_BACK)),
         "redeliveries_answered_from_record": replayed(worker.log),
         "batches_answered_more_than_once": sum(len(c) > 1 for c in producer.replies.values()),
         "producer_publish_retries": producer.publish_retries,
@@ -132,18 +150,35 @@ def worker_node(cluster: RabbitCluster, worker: WorkerProcess) -> RabbitNode:
     return cluster.node_at(events(worker.log, CONSUMING)[-1].fields["node"])
 
 
+@contextlib.asynccontextmanager
+async def table_locked(dsn: str) -> AsyncIterator[None]:
+    """The ledger's table locked against writes for the block (the worker's wait)."""
+    locker = await asyncpg.connect(dsn)
+    try:
+        await locker.execute(f"BEGIN; LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+        yield
+    finally:
+        await locker.close()  # and with it the lock
+
+
 async def kill_9(cluster: RabbitCluster, victim: Victim, worker: WorkerProcess,
-                 reply_queue: str) -> dict[str, Any]:
-    """SIGKILL the node, wait for the worker to consume again (from another node, if it was
-    its own) and for a new leader of the request queue, then restart the node and wait for
-    the cluster to be whole again.  Returns the figures of that failover."""
-    node = victim.node
-    was_workers = worker_node(cluster, worker) is node
+                 ) -> dict[str, Any]:
+    """SIGKILL the node; the figures of that failover so far."""
+    workers = worker_node(cluster, worker) is victim.node
     killed_at, killed_mono = time.time(), time.monotonic()
-    await asyncio.to_thread(cluster.kill_9, node)
-    figures: dict[str, Any] = {"killed": victim.role, "node": node.short_name,
-                               "at": (killed_at, killed_mono)}
-    if was_workers:
+    await asyncio.to_thread(cluster.kill_9, victim.node)
+    return {"killed": victim.role, "node": victim.node.short_name, "worker_on_it": workers,
+            "at": (killed_at, killed_mono)}
+
+
+async def recover(cluster: RabbitCluster, figures: dict[str, Any], victim: Victim,
+                  worker: WorkerProcess, reply_queue: str) -> dict[str, Any]:
+    """Wait for the worker to consume again (from another node, if it was its own) and for
+    a new leader of the request queue, then restart the node and wait for the cluster to be
+    whole again.  Returns the figures of that failover."""
+    node = victim.node
+    killed_at = figures["at"][0]
+    if figures["worker_on_it"]:
         again = await wait_event(worker.log, CONSUMING, after=killed_at, timeout_s=60)
         figures["worker_consuming_again_s"] = round(again.at - killed_at, 2)
         figures["worker_now_on"] = cluster.node_at(again.fields["node"]).short_name

@@ -16,6 +16,8 @@ CONSUMING = "consuming"
 FAILING_OVER = "broker connection lost; failing over"
 ANSWERED = "batch answered"
 RENEWED = "the broker refused a publish; publishing on a new channel"
+CUT_OFF = "delivery cut off before its outcome; the broker redelivers it"
+HANDED_BACK = "could not complete delivery; handing it back"
 
 
 @dataclass(frozen=True)
