@@ -335,11 +335,12 @@ def _channels(entities: list[str]) -> dict[str, Any]:
                 f"exchange `{REPLY_EXCHANGE}` with routing key = the entity name (`unknown` "
                 f"where the path matches none), which it binds to this durable queue with "
                 f"`#`. Bind a queue of your own to `{REPLY_EXCHANGE}` to receive only some "
-                "entities."),
+                "entities. A quorum queue, so that a cluster keeps it when a node dies."),
             "messages": _channel_messages([REPLY]),
-            "bindings": _queue_binding(REPLY_QUEUE, **{"x-exchange": {
-                "name": REPLY_EXCHANGE, "type": "topic", "durable": True,
-                "autoDelete": False}}),
+            "bindings": _queue_binding(REPLY_QUEUE, **{
+                "x-arguments": {"x-queue-type": "quorum"},
+                "x-exchange": {"name": REPLY_EXCHANGE, "type": "topic", "durable": True,
+                               "autoDelete": False}}),
         },
         "retries": {
             "address": RETRY_QUEUE,
@@ -352,13 +353,18 @@ def _channels(entities: list[str]) -> dict[str, Any]:
                 f"broker dead-letters the copy through the default exchange back to "
                 f"`{REQUEST_QUEUE}`, so a pending retry survives a restart of the worker. "
                 "After the last delay the batch is answered (503, or 500 after unexpected "
-                "failures) and dead-lettered. Only the worker uses these queues."),
+                "failures) and dead-lettered. Only the worker uses these queues: quorum "
+                "queues that dead-letter at least once, so that a copy expiring while "
+                f"`{REQUEST_QUEUE}` elects a leader is kept until it has it."),
             "parameters": {"delay": {
                 "description": "The delay in seconds, formatted like %g.",
                 "default": DEFAULT_RETRY_DELAYS[0],
                 "examples": list(DEFAULT_RETRY_DELAYS)}},
             "messages": _channel_messages([RETRY_COPY]),
             "bindings": _queue_binding(None, **{"x-arguments": {
+                "x-queue-type": "quorum",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
                 "x-message-ttl": "the delay in milliseconds",
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": REQUEST_QUEUE}}),

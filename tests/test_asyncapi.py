@@ -161,6 +161,8 @@ def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
         [topology.retry_queue_name(d) for d in RetrySettings().delays_s]
     retry_arguments = channels["retries"]["bindings"]["amqp"]["x-arguments"]
     assert retry_arguments["x-dead-letter-routing-key"] == topology.REQUEST_QUEUE
+    assert {k: retry_arguments[k] for k in topology.RETRY_ARGUMENTS} == \
+        topology.RETRY_ARGUMENTS
     assert channels["requestQueue"]["address"] == topology.REQUEST_QUEUE
     assert channels["requests"]["bindings"]["amqp"]["exchange"]["name"] == \
         topology.REQUEST_EXCHANGE

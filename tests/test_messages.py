@@ -102,7 +102,7 @@ async def test_reply_without_reply_to_goes_to_the_replies_queue(
             body=orjson.dumps(items), message_id="no-reply-to",
             headers={"path": path, "vbasoftware-database": "demo"}),
             routing_key="Whatever")  # the worker routes by path, not by routing key
-        reply = await next_reply(await channel.declare_queue(REPLY_QUEUE, durable=True))
+        reply = await next_reply(await channel.declare_queue(REPLY_QUEUE, passive=True))
     assert reply is not None
     assert reply.routing_key == routing_key
     assert reply.correlation_id == "no-reply-to"  # falls back to the message_id

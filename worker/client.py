@@ -17,6 +17,7 @@ Replies and errors are in :mod:`worker.client_reply`, and importable from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import uuid
@@ -26,6 +27,7 @@ from typing import Any, TypedDict, Unpack
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError
 
 from schemas.registry import default_registry
 from worker.client_reply import (
@@ -50,8 +52,6 @@ GZIP_MIN_BYTES = 256 * 1024
 # Items per batch of upsert_many by default: well within the worker's item and byte limits
 # for every entity, large enough that a batch's fixed costs do not matter.
 MANY_BATCH_SIZE = 1000
-
-
 
 
 class ClientOptions(TypedDict, total=False):
@@ -114,6 +114,8 @@ class UpsertClient:
         self._waiting: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self.reply_to = DIRECT_REPLY_TO
         self._acks = False
+        self._refused = False
+        self._reopening = asyncio.Lock()
 
     async def __aenter__(self) -> UpsertClient:
         await self.open()
@@ -218,9 +220,7 @@ class UpsertClient:
             routing_key = route.entity.name if route else "unknown"
         if self._link is not None:
             await self._link.ready()  # the connection, made again if it was lost
-        if self.channel.is_closed and not isinstance(self.channel, aio_pika.RobustChannel):
-            assert self.connection is not None
-            await self._open_channel(self.connection)  # a robust one comes back by itself
+        await self._usable_channel()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = (future, message_id)
         try:
@@ -231,10 +231,26 @@ class UpsertClient:
                 timestamp=timestamp or dt.datetime.now(dt.UTC),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
                 routing_key=routing_key, timeout=self.timeout_s)
-        except BaseException:
+        except BaseException as e:
             self._waiting.pop(correlation_id, None)
+            # Refused by the broker (a negative confirm): publish again on a new channel.
+            self._refused = self._refused or isinstance(e, DeliveryError)
             raise
         return future
+
+    async def _usable_channel(self) -> None:
+        """The channel, opened again if the broker closed it (a robust one comes back by
+        itself) or refused a publish on it: RabbitMQ 3.10 may refuse every later publish
+        of that channel too (worker/nodes.py)."""
+        async with self._reopening:
+            closed = self.channel.is_closed and not isinstance(self.channel,
+                                                               aio_pika.RobustChannel)
+            if closed or self._refused:
+                self._refused = False
+                with contextlib.suppress(Exception):
+                    await self.channel.close()
+                assert self.connection is not None
+                await self._open_channel(self.connection)
 
     async def upsert(self, path: str, items: Sequence[Any] | bytes, *,
                      timeout_s: float | None = None, **options: Unpack[SendOptions]) -> Reply:

@@ -7,6 +7,12 @@ robust ones): whoever uses one builds its channels and consumers on it and, once
 lost, builds them again on the next.  That is what restores consumers after a failover,
 and what keeps a publish or an ack from being sent on a channel that died with its node:
 it fails at once instead, and the broker redelivers what was not acknowledged.
+
+A channel on which the broker refused a publish (a negative confirm) is replaced before the
+next one: RabbitMQ 3.10 refuses, for as long as the channel lives, every publish of a
+channel to a quorum queue whose first publish there came while the queue's leader was down
+(seen in tests/faults/test_cluster_failover.py); a new channel publishes again.  Later
+releases try every member of the queue and recover by themselves.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.exceptions import DeliveryError
 
 from worker.logs import get_logger
 
@@ -147,3 +155,61 @@ class Link:
                 await asyncio.sleep(self.retry_interval_s)
         finally:
             self._reconnecting = None
+
+
+class Publisher:
+    """A channel to publish on (with confirms), apart from the one a consumer is on, and
+    opened again when the broker refused a publish on it: at most once every
+    ``renew_interval_s``, so that refusals for another reason (a classic queue on a node
+    that is down refuses too) cost a few channels a second, not one a publish."""
+
+    def __init__(self, channel: AbstractChannel, *, renew_interval_s: float = 0.5) -> None:
+        self.channel = channel
+        self.renew_interval_s = renew_interval_s
+        self.renewals = 0
+        self._renewed_at = -renew_interval_s
+        self._renewing: asyncio.Task[None] | None = None
+
+    def watch(self, exchange: AbstractExchange) -> AbstractExchange:
+        """``exchange`` (an exchange of this channel), its refused publishes reported."""
+        return cast(AbstractExchange, _Watched(exchange, self._refused))
+
+    def _refused(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._renewing is not None or now - self._renewed_at < self.renew_interval_s:
+            return
+        self._renewed_at = now
+        self._renewing = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        log.warning("the broker refused a publish; publishing on a new channel")
+        try:
+            with contextlib.suppress(Exception):
+                await self.channel.close()
+            # The same channel object: the exchanges handed out publish on the new one.
+            await self.channel.reopen()
+            self.renewals += 1
+        except Exception as e:  # the connection is going too: the owner fails over
+            log.warning("could not open a new channel", error=repr(e))
+        finally:
+            self._renewing = None
+
+
+class _Watched:
+    """An exchange whose publishes the broker refuses call ``on_refused`` (and still
+    raise); everything else is the exchange's."""
+
+    def __init__(self, exchange: AbstractExchange, on_refused: Callable[[], None]) -> None:
+        self._exchange = exchange
+        self._on_refused = on_refused
+
+    async def publish(self, message: aio_pika.abc.AbstractMessage, routing_key: str,
+                      **options: Any) -> Any:
+        try:
+            return await self._exchange.publish(message, routing_key, **options)
+        except DeliveryError:
+            self._on_refused()
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._exchange, name)

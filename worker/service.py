@@ -15,10 +15,10 @@ from worker.expiry import expire_everywhere
 from worker.health import HealthServer
 from worker.logs import get_logger
 from worker.migrations import migrate
-from worker.nodes import Nodes, NoNodeAnswers
+from worker.nodes import Nodes, NoNodeAnswers, Publisher
 from worker.processor import Processor
 from worker.settings import Settings
-from worker.topology import REQUEST_QUEUE, declare_topology
+from worker.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
 
 log = get_logger("worker.service")
 
@@ -106,13 +106,22 @@ class Worker:
         lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.set_qos(prefetch_count=amqp.prefetch_count)
+            channel = await connection.channel()
+            # Declared before the prefetch is set: a queue kept as it is reopens the
+            # channel (worker/topology.py), and a reopened channel has no prefetch.
             topology = await declare_topology(channel, self.settings.retry.delays_s)
-            # A consumer per connection: a delivery is answered and acknowledged on the
-            # channel it came from, or not at all (the broker then redelivers it).
-            self.consumer = Consumer(self.settings, self.processor, channel.default_exchange,
-                                     topology.reply_exchange, self.in_flight)
+            await channel.set_qos(prefetch_count=amqp.prefetch_count)
+            # Replies, retries and dead letters go on a channel of their own, which is
+            # replaced when the broker refuses a publish (worker/nodes.py) without
+            # touching the consumer.  A consumer per connection: a delivery is acknowledged
+            # on the channel it came from, or not at all (the broker then redelivers it).
+            publisher = Publisher(await connection.channel(publisher_confirms=True,
+                                                           on_return_raises=True))
+            self.consumer = Consumer(
+                self.settings, self.processor, publisher.watch(publisher.channel.default_exchange),
+                publisher.watch(await publisher.channel.get_exchange(REPLY_EXCHANGE,
+                                                                     ensure=False)),
+                self.in_flight)
             tag = await topology.requests.consume(self.consumer.on_message)
             m.BROKER_UP.set(1)
             self.consuming = True

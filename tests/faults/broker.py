@@ -8,15 +8,10 @@ every batch published once and every reply that was sent.
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-from collections import defaultdict
-from typing import Any
-
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
+from tests.faults.producer import LedgerProducer, wait_drained
 from tests.services import rabbitmqctl
 from tests.waiting import wait_until
 from worker.client import UpsertClient
@@ -33,17 +28,14 @@ RECONNECT_INTERVAL_S = 0.3
 PUBLISH_DEADLINE_S = 30.0
 
 
-class TestBroker:
+class TestBroker(LedgerProducer):
     """One robust connection to the test vhost: topology, publishing, replies, counts."""
 
-    __test__ = False  # not a test class, whatever pytest thinks of the name
-
     def __init__(self, url: str, vhost: str, retry_delays_s: list[float]) -> None:
+        super().__init__()
         self.url = url
         self.vhost = vhost
         self.retry_delays_s = retry_delays_s
-        self.replies: dict[str, list[Received]] = defaultdict(list)
-        self.changed = asyncio.Event()
 
     async def __aenter__(self) -> TestBroker:
         self.connection: AbstractRobustConnection = await aio_pika.connect_robust(
@@ -63,80 +55,6 @@ class TestBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.connection.close()
-
-    def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        # A reply that comes again after a dropped connection is recorded twice (identical).
-        key = message.correlation_id or ""
-        headers = dict(message.headers or {})
-        self.replies[key].append(Received(int(headers.get("status", 0)), message.body, headers))
-        self.changed.set()
-
-    async def publish(self, batch: LedgerBatch) -> None:
-        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts)
-
-    async def publish_raw(self, message_id: str, body: bytes, *, ts: dt.datetime,
-                          headers: dict[str, Any] | None = None, **properties: Any) -> None:
-        """Publish until the broker confirms it.  A publish cut off by a dropped connection is
-        sent again with the same message_id: at worst the worker sees it twice, and must
-        answer both copies identically.  ``properties`` are the client's (routing_key:
-        the ledger's entity unless given)."""
-        if headers is None:
-            headers = {"path": PATH, "vbasoftware-database": "demo"}
-        properties.setdefault("content_type", "application/json")
-        properties.setdefault("routing_key", ENTITY)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_DEADLINE_S
-        while True:
-            try:
-                await self.client.send(None, body, headers=dict(headers),
-                                       message_id=message_id, timestamp=ts, **properties)
-                return
-            except Exception:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(RECONNECT_INTERVAL_S)
-
-    async def publish_all(self, batches: list[LedgerBatch], pace_s: float = 0.0) -> None:
-        """Publish in order, ``pace_s`` apart, so that faults land while batches still come."""
-        for batch in batches:
-            await self.publish(batch)
-            if pace_s:
-                await asyncio.sleep(pace_s)
-
-    async def wait_answered(self, message_ids: set[str], timeout_s: float) -> None:
-        """Until every id has at least one reply; fails naming how many are missing."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            missing = message_ids - set(self.replies)
-            if not missing:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"{len(missing)} of {len(message_ids)} batches unanswered "
-                                     f"after {timeout_s} s")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass
-
-    def answered(self) -> int:
-        return len(self.replies)
-
-    async def wait_answers(self, count: int, timeout_s: float) -> None:
-        """Until at least ``count`` distinct batches have been answered."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.answered() < count:
-            if loop.time() > deadline:
-                raise AssertionError(f"only {self.answered()} of {count} batches answered "
-                                     f"after {timeout_s} s")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), 0.5)
-            except TimeoutError:
-                pass
 
     async def consumers(self) -> int:
         """Consumers on the request queue now (a passive declare on a throwaway channel)."""
@@ -191,16 +109,7 @@ class TestBroker:
 
     async def wait_drained(self, timeout_s: float = 20.0) -> None:
         """Until the request and retry queues hold nothing, ready or unacknowledged."""
-        left: dict[str, tuple[int, int]] = {}
-
-        async def drained() -> bool:
-            counts = await asyncio.to_thread(self.queue_counts)
-            left.clear()
-            left.update({q: counts.get(q, (0, 0)) for q in self.worker_queues()
-                         if counts.get(q, (0, 0)) != (0, 0)})
-            return not left
-
-        await wait_until(drained, timeout_s, 0.3, failure=lambda: f"queues not drained: {left}")
+        await wait_drained(self.queue_counts, self.worker_queues(), timeout_s)
 
     async def dead_letters(self) -> list[AbstractIncomingMessage]:
         """Every message in vbapi.dead (taken and acknowledged: the test vhost goes away)."""

@@ -80,6 +80,14 @@ class RabbitCluster:
                 return node
         raise LookupError(f"no node {name!r} in this cluster")
 
+    def node_at(self, address: str) -> RabbitNode:
+        """The node listening for AMQP at ``host:port`` (as the worker logs its node)."""
+        port = int(address.rpartition(":")[2])
+        for node in self.nodes:
+            if node.amqp_port == port:
+                return node
+        raise LookupError(f"no node of this cluster listens at {address}")
+
     def running_nodes(self) -> list[RabbitNode]:
         return [n for n in self.nodes if n.beam_pid is not None]
 
@@ -122,6 +130,13 @@ class RabbitCluster:
             if row["name"] == queue:
                 return dict(row)
         raise LookupError(f"no queue {queue!r}")
+
+    def queue_counts(self) -> dict[str, tuple[int, int]]:
+        """Queue -> (ready, unacknowledged), as the broker reports them."""
+        rows = self.ctl_json("list_queues", "-p", VHOST, "name", "messages_ready",
+                             "messages_unacknowledged")
+        return {row["name"]: (int(row["messages_ready"]), int(row["messages_unacknowledged"]))
+                for row in rows}
 
     def leader(self, queue: str) -> RabbitNode:
         """The node that leads the quorum queue now."""

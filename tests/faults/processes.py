@@ -234,6 +234,21 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+async def create_migrated(admin_dsn: str, database: str, dsn: str) -> None:
+    """Create ``database`` on a private server (through ``admin_dsn``) and migrate it
+    (through ``dsn``, which names it)."""
+    import asyncpg
+
+    from worker.migrations import migrate
+
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    await migrate(dsn)
+
+
 def require_postgres_bindir() -> Path:
     """The server binaries, or skip the test."""
     bindir = postgres_bindir()

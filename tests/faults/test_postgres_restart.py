@@ -11,10 +11,9 @@ import asyncpg
 import pytest
 
 from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.faults.processes import PrivatePostgres, Spawn, private_postgres
+from tests.faults.processes import PrivatePostgres, Spawn, create_migrated, private_postgres
 from tests.reliability_support import lock_waiters
 from tests.waiting import wait_until
-from worker.migrations import migrate
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
 
@@ -50,13 +49,8 @@ async def _hold_lock_and(server: PrivatePostgres, action: str) -> None:
 async def test_postgres_restarted_mid_stream(spawn: Spawn, broker_for) -> None:
     rng = seeded_rng("postgres-restart")
     with private_postgres() as server:
-        admin = await asyncpg.connect(server.dsn())
-        try:
-            await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-        finally:
-            await admin.close()
         dsn = server.dsn(DATABASE)
-        await migrate(dsn)
+        await create_migrated(server.dsn(), DATABASE, dsn)
 
         broker = await broker_for(RETRY_S)
         batches = make_batches(240, keys=50, items=20, rng=rng)
