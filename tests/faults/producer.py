@@ -45,6 +45,8 @@ class LedgerProducer:
         # and when the first reply came.
         self.sent_at: dict[str, float] = {}
         self.answered_at: dict[str, float] = {}
+        # How long a publish is tried again before the test gives up on the broker.
+        self.publish_deadline_s = 30.0
 
     def _on_reply(self, message: AbstractIncomingMessage) -> None:
         # A reply that comes again after a dropped connection is recorded twice (identical
@@ -56,25 +58,25 @@ class LedgerProducer:
         self.answered_at.setdefault(key, time.monotonic())
         self.changed.set()
 
-    async def publish(self, batch: LedgerBatch, deadline_s: float = 30.0) -> None:
-        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts, deadline_s=deadline_s)
+    async def publish(self, batch: LedgerBatch) -> None:
+        await self.publish_raw(batch.message_id, batch.body, ts=batch.ts)
 
     async def publish_raw(self, message_id: str, body: bytes, *, ts: dt.datetime,
-                          headers: dict[str, Any] | None = None, routing_key: str = ENTITY,
-                          deadline_s: float = 30.0, **properties: Any) -> None:
-        """Publish until the broker confirms it, again with the same message_id after a
-        failure."""
+                          headers: dict[str, Any] | None = None, **properties: Any) -> None:
+        """Publish until the broker confirms it (for up to ``publish_deadline_s``), again
+        with the same message_id after a failure.  ``properties`` are the client's
+        (routing_key: the ledger's entity unless given)."""
         if headers is None:
             headers = {"path": PATH, "vbasoftware-database": "demo"}
         properties.setdefault("content_type", "application/json")
+        properties.setdefault("routing_key", ENTITY)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
+        deadline = loop.time() + self.publish_deadline_s
         while True:
             sent_at = time.monotonic()
             try:
                 await self.client.send(None, body, headers=dict(headers),
-                                       message_id=message_id, timestamp=ts,
-                                       routing_key=routing_key, **properties)
+                                       message_id=message_id, timestamp=ts, **properties)
                 self.sent_at.setdefault(message_id, sent_at)
                 return
             except Exception as e:
