@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 from typing import Any
 
 import aio_pika
@@ -17,6 +18,7 @@ from tests.configs import make_settings
 from tests.producer import Producer
 from tests.running import running
 from tests.services import amqp_url
+from worker.consumer import HAND_BACK_PAUSE_S
 from worker.service import Worker
 from worker.settings import Settings
 from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE
@@ -152,8 +154,10 @@ class _FailingFirstReply:
     def __init__(self, exchange: Any) -> None:
         self._exchange = exchange
         self.failures = 0
+        self.published_at: list[float] = []
 
     async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        self.published_at.append(time.monotonic())
         if self.failures == 0:
             self.failures += 1
             raise TimeoutError("publish not confirmed")
@@ -167,9 +171,12 @@ async def test_request_is_acked_only_after_the_reply_is_confirmed(
         failing = _FailingFirstReply(worker.consumer.default_exchange)
         worker.consumer.default_exchange = failing  # type: ignore[assignment]
         reply = await producer.call(samples.ARMOR_PATH, [samples.armor(1)], message_id="once")
-    # The first reply failed, so the request was handed back instead of acknowledged; its
-    # redelivery was answered from the recorded reply, and the row was written once.
+    # The first reply failed, so the request was handed back instead of acknowledged (after
+    # a pause, so that failures in a burst do not use up its deliveries); its redelivery
+    # was answered from the recorded reply, and the row was written once.
     assert failing.failures == 1
+    first, second = failing.published_at
+    assert second - first >= HAND_BACK_PAUSE_S
     assert reply.body["data"][0]["status"] == 201
     assert await db.fetchval("SELECT count(*) FROM vbapi.armor_code_ex_code") == 1
     connection = await aio_pika.connect(amqp_url(vhost))

@@ -40,6 +40,8 @@ from worker.wire import (
     republished,
 )
 
+# How long a delivery whose outcome could not be published waits before it is handed back.
+HAND_BACK_PAUSE_S = 0.5
 # Headers the broker adds on delivery; a republished copy must not carry them along.
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 
@@ -192,6 +194,10 @@ def _failure(delivery: Delivery, exc: Exception) -> errors.UpsertError:
 
 
 async def _hand_back(message: AbstractIncomingMessage) -> None:
+    # A pause first: a hand-back is redelivered at once and counts toward the poison limit
+    # (retry.max_deliveries), so a burst of failed publishes (a broker node going away, a
+    # channel refusing publishes) must not use up a batch's deliveries in a second.
+    await asyncio.sleep(HAND_BACK_PAUSE_S)
     try:
         await message.nack(requeue=True)
     except Exception:  # the channel is gone; the broker requeues by itself
