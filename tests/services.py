@@ -46,6 +46,19 @@ def rabbitmqctl(*args: str, background: bool = False) -> str:
                           timeout=60).stdout
 
 
+def close_connections(vhost: str, name: str, reason: str) -> int:
+    """Have the broker close the connections of this vhost whose client properties name
+    ``name`` (and only those); returns how many it closed."""
+    closed = 0
+    for line in rabbitmqctl("list_connections", "-s", "-p", vhost, "pid",
+                            "client_properties").splitlines():
+        pid, _, properties = line.partition("\t")
+        if name in properties:
+            rabbitmqctl("close_connection", pid, reason)
+            closed += 1
+    return closed
+
+
 @dataclass(frozen=True)
 class Services:
     """Where the broker and PostgreSQL are, and what a run may make on them."""

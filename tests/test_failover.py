@@ -19,7 +19,7 @@ from tests import samples
 from tests.configs import make_settings
 from tests.producer import Producer
 from tests.running import running
-from tests.services import amqp_url, rabbitmqctl
+from tests.services import amqp_url, close_connections
 from tests.waiting import wait_until
 from worker.client import ReplyLost, UpsertClient
 from worker.nodes import Nodes, NoNodeAnswers, node_name
@@ -28,18 +28,6 @@ from worker.topology import declare_topology
 
 # A port nothing listens on: a node that is down.
 DEAD_NODE = "amqp://guest:guest@127.0.0.1:1/"
-
-
-def close_connections(vhost: str, name: str) -> int:
-    """Have the broker close the connections named ``name`` in this vhost."""
-    closed = 0
-    for line in rabbitmqctl("list_connections", "-s", "-p", vhost, "pid",
-                            "client_properties").splitlines():
-        pid, _, properties = line.partition("\t")
-        if name in properties:
-            rabbitmqctl("close_connection", pid, "test: the node is gone")
-            closed += 1
-    return closed
 
 
 def failovers() -> float:
@@ -83,7 +71,7 @@ async def test_the_worker_fails_over_and_consumes_again(vhost: str, dsn: str,
     async with running(settings) as worker:
         before = await producer.call(samples.ARMOR_PATH, [samples.armor(1)])
         counted = failovers()
-        assert close_connections(vhost, "vbapi-upsert-worker") == 1
+        assert close_connections(vhost, "vbapi-upsert-worker", "test: the node is gone") == 1
         await wait_until(lambda: failovers() == counted + 1, timeout_s=15)
         await wait_until(lambda: worker.consuming, timeout_s=15)
         after = await producer.call(samples.ARMOR_PATH, [samples.armor(2)])
@@ -101,7 +89,7 @@ async def test_the_client_fails_over_and_a_reply_lost_with_its_connection_is_sai
                             timeout_s=30) as client:
         # No worker yet: the batch is confirmed and queued, its reply pending.
         pending = await client.send(samples.ARMOR_PATH, [samples.armor(1)], message_id="m-1")
-        assert close_connections(vhost, "vbapi-upsert-client") == 1
+        assert close_connections(vhost, "vbapi-upsert-client", "test: the node is gone") == 1
         with pytest.raises(ReplyLost, match="m-1") as lost:
             await asyncio.wait_for(pending, 15)
         assert lost.value.message_id == "m-1"

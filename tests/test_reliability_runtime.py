@@ -26,7 +26,7 @@ from tests.reliability_support import (
     take_dead_letters,
 )
 from tests.running import running
-from tests.services import PG_DSN, amqp_url, rabbitmqctl
+from tests.services import PG_DSN, amqp_url, close_connections
 from tests.waiting import wait_until
 from worker import errors
 from worker.intake import prepare_batch
@@ -35,18 +35,6 @@ from worker.settings import Settings
 from worker.topology import REQUEST_QUEUE, retry_queue_name
 
 # -- item 8: connection loss --------------------------------------------------------------
-
-
-def close_worker_connections(vhost: str) -> int:
-    """Have the broker close the worker's connections in this vhost (and only those)."""
-    closed = 0
-    for line in rabbitmqctl("list_connections", "-s", "-p", vhost, "pid",
-                            "client_properties").splitlines():
-        pid, _, properties = line.partition("\t")
-        if "vbapi-upsert-worker" in properties:
-            rabbitmqctl("close_connection", pid, "test: broker drops the worker")
-            closed += 1
-    return closed
 
 
 async def consumers_of_requests(vhost: str) -> int:
@@ -75,7 +63,8 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
                                          [samples.armor(1, armor_Code="NEW")], database="demo",
                                          routing_key="ArmorCodeExCode")
             await wait_until(lambda: lock_waiters(db), timeout_s=10)
-            assert close_worker_connections(vhost) >= 1
+            assert close_connections(vhost, "vbapi-upsert-worker",
+                                     "test: broker drops the worker") >= 1
         # The worker reconnects and consumes again ...
         await wait_until(lambda: consumers_of_requests(vhost), timeout_s=15)
         await every_reply.wait_for(cut, timeout_s=15)

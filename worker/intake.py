@@ -19,7 +19,7 @@ from worker.batch import Batch
 from worker.request import Request, check_content_type, decode_body
 from worker.settings import Settings
 from worker.validation import validate_items
-from worker.wire import DATABASE_HEADER, PATH_HEADER
+from worker.wire import DATABASE_HEADER, PATH_HEADER, aware
 
 
 def prepare_batch(request: Request, settings: Settings, registry: Registry,
@@ -51,9 +51,7 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
     check_content_type(request.content_type)
     body = decode_body(request.body, request.content_encoding, settings.limits)
     params = parse_path_params(route)
-    source_ts = request.timestamp or received_at
-    if source_ts.tzinfo is None:
-        source_ts = source_ts.replace(tzinfo=dt.UTC)
+    source_ts = aware(request.timestamp or received_at)
     batch = Batch(entity=route.entity, database=database, path=path, user_id=request.user_id,
                   message_id=request.message_id, source_ts=source_ts, activity_id=activity_id,
                   first_delivery=request.first_delivery)

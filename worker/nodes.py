@@ -61,6 +61,8 @@ class Nodes:
         self._next = 0
         # The node of the connection made last (index into urls).
         self.current: int | None = None
+        # Connections lost, each followed by a new one (to the same node or another).
+        self.failovers = 0
 
     @property
     def current_name(self) -> str | None:
@@ -85,9 +87,25 @@ class Nodes:
         raise NoNodeAnswers("no broker node answers: " + "; ".join(failures))
 
     def lost(self) -> None:
-        """The current connection was lost: the next connect starts with the next node."""
+        """The current connection was lost: counted and logged, and the next connect starts
+        with the next node."""
+        self.failovers += 1
+        log.warning("broker connection lost; failing over", node=self.current_name)
         if self.current is not None:
             self._next = (self.current + 1) % len(self.urls)
+
+    async def reconnect(self, stopped: asyncio.Event,
+                        interval_s: float) -> AbstractConnection | None:
+        """A connection to a node that answers, trying them all in turn, ``interval_s``
+        apart, until one does; None once ``stopped`` is set."""
+        while not stopped.is_set():
+            try:
+                return await self.connect()
+            except NoNodeAnswers as e:
+                log.warning("no broker node answers; trying again", error=str(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), interval_s)
+        return None
 
 
 class Link:
@@ -102,9 +120,12 @@ class Link:
         self.on_connect = on_connect
         self.retry_interval_s = retry_interval_s
         self.connection: AbstractConnection | None = None
-        self.failovers = 0
         self._reconnecting: asyncio.Task[None] | None = None
-        self._closed = False
+        self._closed = asyncio.Event()
+
+    @property
+    def failovers(self) -> int:
+        return self.nodes.failovers
 
     async def open(self) -> AbstractConnection:
         connection = await self.nodes.connect()
@@ -119,7 +140,7 @@ class Link:
         return self.connection
 
     async def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
         if self.connection is not None:
@@ -136,23 +157,26 @@ class Link:
         connection.close_callbacks.add(self._on_close)
 
     def _on_close(self, connection: object, *_: object) -> None:
-        if self._closed or connection is not self.connection or self._reconnecting is not None:
+        if (self._closed.is_set() or connection is not self.connection
+                or self._reconnecting is not None):
             return
         self.nodes.lost()
-        self.failovers += 1
-        log.warning("broker connection lost; failing over", node=self.nodes.current_name)
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         try:
-            while not self._closed:
-                try:
-                    await self._use(await self.nodes.connect())
-                    log.info("broker connection made again", node=self.nodes.current_name)
+            while True:
+                connection = await self.nodes.reconnect(self._closed, self.retry_interval_s)
+                if connection is None:
                     return
-                except Exception as e:
-                    log.warning("no broker node answers; trying again", error=str(e))
-                await asyncio.sleep(self.retry_interval_s)
+                try:
+                    await self._use(connection)
+                except Exception as e:  # lost again while its channels were being built
+                    log.warning("could not use the new broker connection", error=repr(e))
+                    await asyncio.sleep(self.retry_interval_s)
+                    continue
+                log.info("broker connection made again", node=self.nodes.current_name)
+                return
         finally:
             self._reconnecting = None
 

@@ -15,7 +15,7 @@ from worker.expiry import expire_everywhere
 from worker.health import HealthServer
 from worker.logs import get_logger
 from worker.migrations import migrate
-from worker.nodes import Nodes, NoNodeAnswers, Publisher
+from worker.nodes import Nodes, Publisher
 from worker.processor import Processor
 from worker.settings import Settings
 from worker.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
@@ -76,8 +76,8 @@ class Worker:
                     return
                 nodes.lost()
                 m.BROKER_FAILOVERS.inc()
-                log.warning("broker connection lost; failing over", node=nodes.current_name)
-                connection = await self._reconnect(nodes)
+                connection = await nodes.reconnect(self.stopping,
+                                                   self.settings.amqp.reconnect_interval_s)
         finally:
             cleanup.cancel()
             self.consuming = False
@@ -85,19 +85,6 @@ class Worker:
             await self._drain()
             await self.processor.databases.close()
             log.info("stopped")
-
-    async def _reconnect(self, nodes: Nodes) -> AbstractConnection | None:
-        """A connection to a node that answers, trying them all in turn until one does;
-        None if the worker is told to stop meanwhile."""
-        while not self.stopping.is_set():
-            try:
-                return await nodes.connect()
-            except NoNodeAnswers as e:
-                log.warning("no broker node answers; trying again", error=str(e))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(),
-                                       self.settings.amqp.reconnect_interval_s)
-        return None
 
     async def _serve(self, connection: AbstractConnection, nodes: Nodes) -> bool:
         """Consume on ``connection`` until the worker is told to stop (False) or the
