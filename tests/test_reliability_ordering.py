@@ -54,6 +54,9 @@ async def test_older_batches_never_overwrite_newer_rows(
         # `dlq replay` republishes an old batch with its original timestamp.
         replay = await producer.call(samples.BENEFIT_PATH, [b("B1", "old"), b("B2", "old")],
                                      message_id="m-old-replayed", timestamp=T0)
+        # Updated and refused in one batch, nothing created.
+        mixed = await producer.call(samples.BENEFIT_PATH, [b("B1", "mixed"), b("B2", "mixed")],
+                                    message_id="m-mixed", timestamp=T1)
 
     assert statuses(new) == [(201, "Created")]
     assert statuses(old) == [(409, OLDER), (201, "Created")]
@@ -61,7 +64,8 @@ async def test_older_batches_never_overwrite_newer_rows(
     assert statuses(same) == [(200, "Updated")]   # an equal timestamp applies
     assert statuses(newest) == [(200, "Updated")]
     assert statuses(replay) == [(409, OLDER), (409, OLDER)]
-    assert await lineage(db) == {"B1": ("same", T1, "m-same"), "B2": ("newest", T2, "m-newest")}
+    assert statuses(mixed) == [(200, "Updated"), (409, OLDER)]
+    assert await lineage(db) == {"B1": ("mixed", T1, "m-mixed"), "B2": ("newest", T2, "m-newest")}
 
 
 async def test_rows_are_written_in_key_order_whatever_the_item_order(

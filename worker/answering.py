@@ -31,26 +31,28 @@ def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> li
     """Items of one key collapse into one row: the last item's values, as applying them one
     by one would leave, but the first item's entry_* fields, which an update never changes.
     Groups come sorted by key, so concurrent batches lock rows in one global order."""
-    key_fields = batch.entity.key
-    if len(key_fields) == 1:
-        (name,) = key_fields
-        keys = [(row[name],) for _, row in rows]
+    entity = batch.entity
+    key_slots = entity.key_slots
+    if len(key_slots) == 1:
+        (at,) = key_slots
+        keys = [(row[at],) for _, row in rows]
     else:
-        keys = [tuple(map(row.__getitem__, key_fields)) for _, row in rows]
+        keys = [tuple(map(row.__getitem__, key_slots)) for _, row in rows]
     if len(set(keys)) == len(keys):  # the usual batch: no key twice, a group per item
         order = sorted(range(len(keys)), key=keys.__getitem__)
         return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
     groups: dict[Key, KeyGroup] = {}
+    create_only = [entity.slot(f.name) for f in entity.fields
+                   if f.name in (ENTRY_DATE, ENTRY_USER)]
     for index, row in rows:
-        key = tuple(map(row.__getitem__, key_fields))  # per item: the cheapest spelling
+        key = tuple(map(row.__getitem__, key_slots))  # per item: the cheapest spelling
         group = groups.get(key)
         if group is None:
             groups[key] = KeyGroup(key, [index], row)
         else:
             first = group.row
             group.indexes.append(index)
-            group.row = {**row, ENTRY_DATE: first.get(ENTRY_DATE),
-                         ENTRY_USER: first.get(ENTRY_USER)}
+            group.row = {**row, **{at: first.get(at) for at in create_only}}
     return [groups[k] for k in sorted(groups)]
 
 
@@ -64,7 +66,7 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
         problems = []
         for check, keys in zip(statements.parent_checks, missing, strict=True):
             fields = check.parent.fields
-            key = tuple(map(row.get, fields))
+            key = tuple(map(row.get, check.slots))
             if key in keys:
                 shown = ", ".join(f"{f}={_show_parent_key_value(v)}"
                                   for f, v in zip(fields, key, strict=True))
@@ -76,18 +78,44 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
     return kept
 
 
-def answer_groups(batch: Batch, groups: Sequence[KeyGroup],
-                  returned: dict[Key, bool]) -> None:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one upsert statement wrote: the keys it updated, and the keys it created if it
+    did not write every row (None: every row it did not update, it created)."""
+
+    updated: frozenset[Key]
+    created: frozenset[Key] | None
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[list[Any] | None]) -> Written:
+        """From the upsert's one row: an array per key field of the keys updated (null
+        if none), then one per key field of the keys created (null when every row was
+        written)."""
+        half = len(arrays) // 2
+        updated, created = arrays[:half], arrays[half:]
+        return cls(_keys(updated), None if created[0] is None else _keys(created))
+
+
+def _keys(columns: Sequence[list[Any] | None]) -> frozenset[Key]:
+    if columns[0] is None:  # array_agg over no rows
+        return frozenset()
+    return frozenset(zip(*columns, strict=True))
+
+
+def answer_groups(batch: Batch, groups: Sequence[KeyGroup], written: Written) -> None:
     """201/200 for the items of the groups the upsert wrote, 409 for the others."""
     answers = batch.answers
+    updated, created = written.updated, written.created
     for group in groups:
-        inserted = returned.get(group.key)
-        indexes = group.indexes
-        if inserted is None:
+        key, indexes = group.key, group.indexes
+        if key in updated:
+            answers[indexes[0]] = UPDATED
+        elif created is None or key in created:
+            answers[indexes[0]] = CREATED
+        else:
             for index in indexes:
                 answers[index] = STALE
             continue
-        answers[indexes[0]] = CREATED if inserted else UPDATED
         for index in indexes[1:]:  # the same key again in the batch: an update of the first
             answers[index] = UPDATED
 

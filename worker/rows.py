@@ -26,6 +26,7 @@ from worker import errors
 from worker.answering import (
     Key,
     KeyGroup,
+    Written,
     answer_groups,
     answer_missing_parents,
     group_by_key,
@@ -65,13 +66,13 @@ async def write_rows(conn: asyncpg.Connection, batches: list[Batch], *, isolate:
         await _bisect(conn, batch, groups, known_bad=True)
         return
     try:
-        returned = await _upsert(conn, statements, written)
+        done = await _upsert(conn, statements, written)
     except Exception as e:
         if len(batches) > 1 or not errors.is_item_error(e):
             raise
         raise IsolateItems from e
     for batch, groups in written:
-        answer_groups(batch, groups, returned)
+        answer_groups(batch, groups, done)
 
 
 def _share_one_statement(batches: list[Batch]) -> bool:
@@ -81,7 +82,7 @@ def _share_one_statement(batches: list[Batch]) -> bool:
         return False
     seen: set[Key] = set()
     for batch in batches:
-        keys = {tuple(row[k] for k in entity.key) for _, row in batch.rows}
+        keys = {tuple(row[k] for k in entity.key_slots) for _, row in batch.rows}
         if not seen.isdisjoint(keys):
             return False
         seen |= keys
@@ -94,9 +95,15 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
     parent record: one query per parent the rows point at."""
     found: list[set[Key]] = []
     for check in statements.parent_checks:
-        fields = check.parent.fields
-        wanted = {tuple(map(row.get, fields)) for batch in batches for _, row in batch.rows}
-        wanted = {k for k in wanted if None not in k}
+        if len(check.slots) == 1:  # the usual parent: one field, no tuple per row
+            (at,) = check.slots
+            values = {row.get(at) for batch in batches for _, row in batch.rows}
+            values.discard(None)
+            wanted: set[Key] = {(value,) for value in values}
+        else:
+            wanted = {tuple(map(row.get, check.slots))
+                      for batch in batches for _, row in batch.rows}
+            wanted = {k for k in wanted if None not in k}
         if not wanted:
             found.append(set())
             continue
@@ -106,8 +113,8 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
 
 
 async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
-                  written: Sequence[tuple[Batch, Sequence[KeyGroup]]]) -> dict[Key, bool]:
-    """One INSERT ... ON CONFLICT for all groups: key -> inserted, for rows it wrote.
+                  written: Sequence[tuple[Batch, Sequence[KeyGroup]]]) -> Written:
+    """One INSERT ... ON CONFLICT for all groups: which keys it updated and created.
 
     A batch alone passes its producer, timestamp and message_id as arguments; in a group
     every row carries its own batch's, in key order like a single batch."""
@@ -125,14 +132,14 @@ async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
 
 
 async def _run_upsert(conn: asyncpg.Connection, statement: str, rows: list[dict[str, object]],
-                      *args: object) -> dict[Key, bool]:
-    """Run an upsert statement over ``rows`` sent as one JSON array: key -> inserted."""
+                      *args: object) -> Written:
+    """Run an upsert statement over ``rows`` sent as one JSON array."""
     try:
         text = orjson.dumps(rows).decode()
     except orjson.JSONEncodeError as e:  # e.g. a lone surrogate: the item's own fault
         raise asyncpg.DataError(f"invalid value: {e}") from e
-    records = await conn.fetch(statement, text, *args)
-    return {tuple(r)[:-1]: r["inserted"] for r in records}
+    record = await conn.fetchrow(statement, text, *args, len(rows))
+    return Written.from_arrays(tuple(record))
 
 
 async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGroup], *,
@@ -150,7 +157,7 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGr
         statements = statements_for(batch.entity)
         try:
             async with conn.transaction():
-                returned = await _upsert(conn, statements, [(batch, groups)])
+                done = await _upsert(conn, statements, [(batch, groups)])
         except Exception as e:
             if not errors.is_item_error(e):
                 raise
@@ -160,7 +167,7 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGr
                     batch.answer(index, status, body)
                 return False
         else:
-            answer_groups(batch, groups, returned)
+            answer_groups(batch, groups, done)
             return True
     middle = len(groups) // 2
     left_whole = await _bisect(conn, batch, groups[:middle])
@@ -196,7 +203,7 @@ async def _lock_rows_in_order(conn: asyncpg.Connection, batches: list[Batch]) ->
     keys: dict[str, tuple[Batch, set[Key]]] = {}
     for batch in batches:
         wanted = keys.setdefault(batch.entity.table, (batch, set()))[1]
-        wanted.update(tuple(row[k] for k in batch.entity.key) for _, row in batch.rows)
+        wanted.update(tuple(row[k] for k in batch.entity.key_slots) for _, row in batch.rows)
     for table in sorted(keys):
         batch, wanted = keys[table]
         if wanted:

@@ -41,29 +41,33 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
     failed = _validate_failures(model, rows)
     batch.answers = [None] * len(rows)
     check_nul = b"\\u0000" in body
-    datetime_fields = [f.name for f in entity.fields if f.kind is Kind.DATETIME]
+    datetime_slots = [entity.slot(f.name) for f in entity.fields if f.kind is Kind.DATETIME]
     checked = check_nul or bool(entity.bindings)
-    key = entity.key
-    (only_key,) = key if len(key) == 1 else (None,)
+    key, key_slots = entity.key, entity.key_slots
+    (only_key,), (only_slot,) = (key, key_slots) if len(key) == 1 else ((None,), (None,))
     ids, valid = batch.ids, batch.rows
     for index, row in enumerate(rows):
         problems = failed.get(index)
-        if problems is None:
-            _assume_utc(row, datetime_fields)
+        if problems is not None:  # the item as sent, keyed by JSON names
+            ids.append(_item_id(row, key, key))
+        else:  # a validated row, keyed by slot
+            _assume_utc(row, datetime_slots)
             if checked:
                 problems = _binding_problems(entity, row, params)
                 if check_nul:
-                    problems += _nul_problems(row)
-            if not problems:
+                    problems += _nul_problems(entity, row)
+            if problems:
+                ids.append(_item_id(row, key, key_slots))
+            else:
                 # A valid item's text and int32 key values are echoed as they are;
                 # date-times are put back as sent below.
                 if only_key is not None:
-                    ids.append([{"key": only_key, "value": row[only_key]}])
+                    ids.append([{"key": only_key, "value": row[only_slot]}])
                 else:
-                    ids.append([{"key": k, "value": row[k]} for k in key])
+                    ids.append([{"key": k, "value": row[at]}
+                                for k, at in zip(key, key_slots, strict=True)])
                 valid.append((index, row))
                 continue
-        ids.append(_item_id(entity, row))
         batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
     sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
     if sent_as_text:
@@ -141,8 +145,8 @@ def refuse_too_many_items(entity: Entity, body: bytes, max_items: int) -> None:
 def _validate_failures(model: EntityModel, rows: list[Any]) -> dict[int, list[str]]:
     """Validate the items that failed the body's validation again, one by one, names
     matched case-insensitively as the original API does.  Each is replaced in ``rows`` by
-    its validated dict (when only its names' case was off) or by the item as sent; returns
-    the problems of those that still fail, by index."""
+    its validated row (when only its names' case was off) or by the item as sent (keyed
+    by JSON names); returns the problems of those that still fail, by index."""
     failed: dict[int, list[str]] = {}
     for index, row in enumerate(rows):
         if isinstance(row, Unvalidated):
@@ -153,7 +157,8 @@ def _validate_failures(model: EntityModel, rows: list[Any]) -> dict[int, list[st
 
 
 def _validate_one(model: EntityModel, item: Any) -> tuple[Any, list[str]]:
-    """One item, names matched case-insensitively: (the row, its problems)."""
+    """One item, names matched case-insensitively: (the validated row, no problems) or
+    (the item keyed by its canonical JSON names, its problems)."""
     if not isinstance(item, dict):
         return {}, [f"item must be a JSON object, not {_json_type(item)}"]
     canonical: dict[str, Any] = {}
@@ -188,19 +193,19 @@ def _json_type(value: Any) -> str:
 def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any]) -> list[str]:
     problems = []
     for param, field_name in entity.bindings.items():
-        value = row.get(field_name)
+        value = row.get(entity.slot(field_name))
         if value != params[param]:
             problems.append(f"{field_name}: {_show_bound_value(value)} does not match path "
                             f"{param} {_show_bound_value(params[param])}")
     return problems
 
 
-def _assume_utc(row: dict[str, Any], names: list[str]) -> None:
+def _assume_utc(row: dict[str, Any], slots: list[str]) -> None:
     """Date-times without an offset are taken as UTC, so that they compare and store alike."""
-    for name in names:
-        value = row.get(name)
+    for at in slots:
+        value = row.get(at)
         if value is not None and value.tzinfo is None:
-            row[name] = value.replace(tzinfo=dt.UTC)
+            row[at] = value.replace(tzinfo=dt.UTC)
 
 
 def _show_bound_value(value: Any) -> str:
@@ -210,17 +215,18 @@ def _show_bound_value(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"'{value}'"
 
 
-def _nul_problems(row: dict[str, Any]) -> list[str]:
-    return [f"{name}: must not contain a NUL character"
-            for name, value in row.items() if isinstance(value, str) and "\x00" in value]
+def _nul_problems(entity: Entity, row: dict[str, Any]) -> list[str]:
+    return [f"{entity.fields[int(at)].name}: must not contain a NUL character"
+            for at, value in row.items() if isinstance(value, str) and "\x00" in value]
 
 
-def _item_id(entity: Entity, row: Any) -> list[dict[str, Any]]:
-    """The key fields in key order with their JSON names and the values as sent."""
+def _item_id(row: Any, names: tuple[str, ...], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The key fields in key order with their JSON ``names`` and the values as sent, found
+    in ``row`` under ``keys`` (the names again, or the slots of a validated row)."""
     values = row if isinstance(row, dict) else {}
     out = []
-    for key in entity.key:
-        value = values.get(key)
+    for key, at in zip(names, keys, strict=True):
+        value = values.get(at)
         # Keys are text or integer fields; a scalar sent with another JSON type is still
         # echoed as sent, anything else (an array, an object) as null.
         if not isinstance(value, (str, int, float, bool)):
