@@ -14,7 +14,9 @@ import pytest
 from schemas.registry import default_registry
 from schemas.samples import make_item, path_for
 from tests import samples
+from tests.configs import make_settings
 from tests.producer import Producer
+from tests.running import running
 from worker.service import Worker
 
 
@@ -184,6 +186,23 @@ async def test_numbers_and_datetimes_are_stored_exactly(parents: None, worker: W
     row = await db.fetchrow("SELECT export_amount, export_date FROM vbapi.subscriber_flex_exported")
     assert str(row["export_amount"]) == "1234567.89"
     assert row["export_date"].isoformat() == "2024-03-04T03:06:07+00:00"
+
+
+async def test_datetimes_without_an_offset_are_utc_whatever_the_session_time_zone(
+        parents: None, vhost: str, dsn: str, producer: Producer,
+        db: asyncpg.Connection) -> None:
+    # Compared date-times (the key, the path binding) are made UTC in Python; the others
+    # are written as UTC by the JSON writer: both must mean UTC, not the session's zone.
+    settings = make_settings(vhost, {"demo": {"dsn": f"{dsn}?TimeZone=America/New_York"}})
+    item = samples.export(export_Date="2024-03-04T05:06:07",
+                          effective_Date="2024-01-01T00:00:00")
+    async with running(settings):
+        reply = await producer.call(samples.EXPORTS_PATH, [item])
+    assert reply.body["data"][0]["status"] == 201, reply.body
+    row = await db.fetchrow("SELECT export_date, effective_date "
+                            "FROM vbapi.subscriber_flex_exported")
+    assert row["export_date"].isoformat() == "2024-03-04T05:06:07+00:00"
+    assert row["effective_date"].isoformat() == "2024-01-01T00:00:00+00:00"
 
 
 async def test_an_array_of_objects_is_checked_and_stored_as_jsonb(

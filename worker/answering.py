@@ -34,13 +34,17 @@ def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> li
     entity = batch.entity
     key_slots = entity.key_slots
     if len(key_slots) == 1:
+        # The usual key, one field: its values hash and sort faster than 1-tuples.
         (at,) = key_slots
-        keys = [(row[at],) for _, row in rows]
+        values = [row[at] for _, row in rows]
+        if len(set(values)) == len(values):  # the usual batch: no key twice
+            order = sorted(range(len(values)), key=values.__getitem__)
+            return [KeyGroup((values[i],), [rows[i][0]], rows[i][1]) for i in order]
     else:
         keys = [tuple(map(row.__getitem__, key_slots)) for _, row in rows]
-    if len(set(keys)) == len(keys):  # the usual batch: no key twice, a group per item
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
+        if len(set(keys)) == len(keys):
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
     groups: dict[Key, KeyGroup] = {}
     create_only = [entity.slot(f.name) for f in entity.fields
                    if f.name in (ENTRY_DATE, ENTRY_USER)]
@@ -106,6 +110,14 @@ def answer_groups(batch: Batch, groups: Sequence[KeyGroup], written: Written) ->
     """201/200 for the items of the groups the upsert wrote, 409 for the others."""
     answers = batch.answers
     updated, created = written.updated, written.created
+    if not updated and created is None:  # the usual batch of new keys: every row created
+        for group in groups:
+            indexes = group.indexes
+            answers[indexes[0]] = CREATED
+            if len(indexes) > 1:  # the same key again in the batch: an update of the first
+                for index in indexes[1:]:
+                    answers[index] = UPDATED
+        return
     for group in groups:
         key, indexes = group.key, group.indexes
         if key in updated:

@@ -135,7 +135,8 @@ async def _run_upsert(conn: asyncpg.Connection, statement: str, rows: list[dict[
                       *args: object) -> Written:
     """Run an upsert statement over ``rows`` sent as one JSON array."""
     try:
-        text = orjson.dumps(rows).decode()
+        # Date-times sent without an offset are UTC (worker/validation.py).
+        text = orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
     except orjson.JSONEncodeError as e:  # e.g. a lone surrogate: the item's own fault
         raise asyncpg.DataError(f"invalid value: {e}") from e
     record = await conn.fetchrow(statement, text, *args, len(rows))
