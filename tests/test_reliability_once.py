@@ -67,6 +67,21 @@ async def _at_least(count: object, n: int) -> bool:
     return await count >= n  # type: ignore[misc,operator]
 
 
+async def test_a_large_reply_is_recorded_compressed_with_lz4_where_the_server_has_it(
+        settings: Settings, producer: Producer, db: asyncpg.Connection) -> None:
+    try:
+        await db.execute("SET default_toast_compression = 'lz4'")
+    except asyncpg.PostgresError:
+        pytest.skip("this PostgreSQL has no lz4")
+    items = [samples.benefit(f"B{i}") for i in range(300)]  # a reply of some 25 kB
+    async with running(settings):
+        reply = await producer.call(samples.BENEFIT_PATH, items, message_id="m-large")
+    row = await db.fetchrow("SELECT reply, pg_column_compression(reply) AS method "
+                            "FROM vbapi.upsert_processed_message WHERE message_id = 'm-large'")
+    assert row["method"] == "lz4"
+    assert bytes(row["reply"]) == reply.properties.body
+
+
 async def test_a_batch_without_message_id_is_written_each_time(
         dsn: str, db: asyncpg.Connection) -> None:
     """No id, no record: such a batch has no exactly-once protection.  (aio-pika gives
