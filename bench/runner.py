@@ -20,6 +20,7 @@ import asyncpg
 from bench import ceiling
 from bench.cpu import CpuMeter
 from bench.data import WIDEST, Batches, Keys, WideItems, make_batches, seed_parents
+from bench.floors import validation_us_per_item
 from bench.http_load import HttpProducer
 from bench.load import Loops, Producer, Run, percentile
 from bench.plan import Plan
@@ -411,6 +412,7 @@ class Bench:
         if one and echo:
             r.targets.append(Target("1-item batches: worker / bare broker round trip",
                                     one.items_per_s / echo.items_per_s, 0.8, True))
+            self._one_item_note(one, echo)
         middle = r.find(WORKER, mid)
         if middle and middle.p99_ms is not None:
             r.targets.append(Target(f"{mid:,}-item batches: p99 ms at half the maximum rate",
@@ -437,6 +439,12 @@ class Bench:
             r.targets.append(Target(f"{size:,}-item batches: PostgreSQL CPU per item, "
                                     f"worker's path / raw ceiling's",
                                     w.postgres / c.postgres, 1.0, False))
+        bodies = make_batches(self.keys, size, max(1, 50_000 // size))
+        r.notes.append(
+            f"Of the worker's {w.consumer:.1f} us per item at {size:,} items, pydantic's "
+            f"validate_json alone costs {validation_us_per_item(bodies):.1f} us, measured in "
+            f"the benchmark's own process on bodies like them (best of three passes, nothing "
+            f"else running in that process).")
         figures = [f"{row.size:,} items: {row.cpu.consumer:.1f} us"
                    for row in r.rows if row.name == WORKER and row.cpu is not None]
         r.notes.append("Worker CPU per item by batch size: " + "; ".join(figures) + ".")
@@ -447,6 +455,22 @@ class Bench:
                 f"us, PostgreSQL {updates.cpu.postgres:.1f} us, RabbitMQ "
                 f"{updates.cpu.rabbitmq:.1f} us per item (inserts: {w.consumer:.1f}, "
                 f"{w.postgres:.1f}, {w.rabbitmq:.1f}).")
+
+    def _one_item_note(self, worker: Row, echo: Row) -> None:
+        """What 0.8x the bare broker round trip leaves the worker, from the CPU split: the
+        rate is the cores busy over all CPU spent per batch."""
+        w, e = worker.cpu, echo.cpu
+        if w is None or e is None or echo.items_per_s <= 0:
+            return
+        allowed = w.cores_busy / (0.8 * echo.items_per_s) * 1e6
+        others = w.postgres + w.rabbitmq + w.load
+        self.results.notes.append(
+            f"1-item batches: 0.8x the bare broker round trip means {allowed:,.0f} us of CPU "
+            f"per batch in all at the worker's {w.cores_busy:.2f} cores busy; PostgreSQL, "
+            f"RabbitMQ and the load generator spend {others:,.0f} of it, which leaves the "
+            f"worker {allowed - others:,.0f} us (it spends {w.consumer:,.0f}; the bare "
+            f"broker's consumer, which only takes the message, publishes a confirmed reply "
+            f"and acknowledges, spends {e.consumer:,.0f}).")
 
     def _gateway_notes(self) -> None:
         """What the HTTP gateway adds to the client library's latency (each at half its
