@@ -193,6 +193,11 @@ class Entity:
         return self._slots[name]  # type: ignore[attr-defined, no-any-return]
 
     @property
+    def slots(self) -> tuple[str, ...]:
+        """Every field's slot, in field order."""
+        return tuple(self._slots.values())  # type: ignore[attr-defined]
+
+    @property
     def key_slots(self) -> tuple[str, ...]:
         """The key fields' slots, in key order."""
         return self._key_slots  # type: ignore[attr-defined, no-any-return]

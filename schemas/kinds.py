@@ -52,8 +52,8 @@ class KindSpec:
     python_type: Callable[[Field], Any]
     # The column type (text columns with a length become varchar(n), see Field.sql_type).
     sql_type: str
-    # The type the worker's values are read as by PostgreSQL: a json_to_recordset column,
-    # or the element type of an unnest() array.
+    # The type the worker's values are read as by PostgreSQL: what a value of the JSON
+    # rows is cast to, or the element type of an unnest() array.
     wire_type: str
     json_schema: dict[str, Any]
     # A path parameter bound to a field of this kind, from its text; raises ValueError.

@@ -213,11 +213,15 @@ async def test_an_array_of_objects_is_checked_and_stored_as_jsonb(
     details = [{"field": "Age", "from": 1, "nested": {"ok": True}}, {}]
     good = {**base, "criteriaDetails": details}
     bad = {**base, "criteria_Key": base["criteria_Key"] + 1, "criteriaDetails": [1, "two"]}
-    reply = await producer.call(path_for(entity, good), [good, bad], routing_key=entity.name)
-    (created, refused) = reply.body["data"]
-    assert created["status"] == 201
+    null = {**base, "criteria_Key": base["criteria_Key"] + 2, "criteriaDetails": None}
+    reply = await producer.call(path_for(entity, good), [good, bad, null],
+                                routing_key=entity.name)
+    (created, refused, created_null) = reply.body["data"]
+    assert created["status"] == 201 and created_null["status"] == 201
     assert refused["status"] == 400
     assert refused["body"].startswith("criteriaDetails.0: Input should be an object")
-    stored = await db.fetchval("SELECT criteriadetails FROM vbapi.criteria")
-    assert json.loads(stored) == details
-    assert await db.fetchval("SELECT jsonb_typeof(criteriadetails) FROM vbapi.criteria") == "array"
+    stored = dict(await db.fetch("SELECT criteria_key, criteriadetails FROM vbapi.criteria"))
+    assert json.loads(stored[good["criteria_Key"]]) == details
+    assert stored[null["criteria_Key"]] is None  # SQL NULL, not a JSON null
+    assert await db.fetchval("SELECT jsonb_typeof(criteriadetails) FROM vbapi.criteria "
+                             "WHERE criteria_key = $1", good["criteria_Key"]) == "array"

@@ -180,7 +180,7 @@ async def test_batches_sharing_no_key_are_written_with_one_statement_each_kind(
     group = sent[begin:sent.index("COMMIT;", begin) + 1]
     assert len(group) == 5, group
     assert "benefit_category" in group[1] and "NOT EXISTS" in group[1]
-    assert "json_to_recordset" in group[2] and '"$ts"' in group[2]
+    assert "jsonb_array_elements" in group[2] and "upsert_ts" in group[2]
     assert "unnest" in group[3] and "upsert_processed_message" in group[3]
     assert len(await transactions_of(db, ["m1", "m2"])) == 1
     rows = {r["benefit_code"]: r for r in await db.fetch(

@@ -34,9 +34,6 @@ from worker.answering import (
 )
 from worker.batch import Batch, ItemStatus
 from worker.statements import (
-    ROW_MESSAGE_ID,
-    ROW_SOURCE_TS,
-    ROW_USER,
     EntityStatements,
     lock_rows_statement,
     statements_for,
@@ -116,22 +113,24 @@ async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
                   written: Sequence[tuple[Batch, Sequence[KeyGroup]]]) -> Written:
     """One INSERT ... ON CONFLICT for all groups: which keys it updated and created.
 
-    A batch alone passes its producer, timestamp and message_id as arguments; in a group
-    every row carries its own batch's, in key order like a single batch."""
+    Each row goes as its values in field order (worker/statements.py).  A batch alone
+    passes its producer, timestamp and message_id as arguments; in a group every row ends
+    with its own batch's, rows in key order like a single batch."""
+    slots = written[0][0].entity.slots
     if len(written) == 1:
         (batch, groups), = written
-        return await _run_upsert(conn, statements.upsert, [g.row for g in groups],
+        return await _run_upsert(conn, statements.upsert,
+                                 [list(map(g.row.get, slots)) for g in groups],
                                  batch.user_id, batch.source_ts, batch.message_id)
-    rows: list[tuple[Key, dict[str, object]]] = []
+    rows: list[tuple[Key, list[object]]] = []
     for batch, groups in written:
-        origin = {ROW_USER: batch.user_id, ROW_SOURCE_TS: batch.source_ts,
-                  ROW_MESSAGE_ID: batch.message_id}
-        rows += [(g.key, {**g.row, **origin}) for g in groups]
+        origin = (batch.user_id, batch.source_ts, batch.message_id)
+        rows += [(g.key, [*map(g.row.get, slots), *origin]) for g in groups]
     rows.sort(key=lambda keyed: keyed[0])
     return await _run_upsert(conn, statements.upsert_rows, [row for _, row in rows])
 
 
-async def _run_upsert(conn: asyncpg.Connection, statement: str, rows: list[dict[str, object]],
+async def _run_upsert(conn: asyncpg.Connection, statement: str, rows: list[list[object]],
                       *args: object) -> Written:
     """Run an upsert statement over ``rows`` sent as one JSON array."""
     try:

@@ -2,8 +2,10 @@
 
 Sets in, one statement out: every statement works on all rows of a batch at once, so a
 batch costs the same few round trips whatever its size.  The upsert takes its rows as one
-JSON array (``json_to_recordset``): orjson writes it in a fraction of the client time
-asyncpg needs to encode one array per column, and the server reads it about as fast.
+JSON array of arrays, each row its values in field order (``jsonb_array_elements``):
+orjson writes it in a fraction of the client time asyncpg needs to encode one array per
+column, and the server reads it with less CPU than objects through ``json_to_recordset``
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class EntityStatements:
 
     upsert: str                      # args: rows (JSON array text), user_id, source_ts,
                                      # message_id, number of rows
-    upsert_rows: str                 # args: rows, each with its own ROW_* columns; number
-                                     # of rows
+    upsert_rows: str                 # args: rows, each ending in its batch's user_id,
+                                     # source_ts and message_id; number of rows
     parent_checks: tuple[ParentCheck, ...]
 
 
@@ -76,29 +78,28 @@ def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:
     ), tuple(entity.slot(name) for name in parent.fields))
 
 
-# The columns a row of ``upsert_rows`` carries besides the entity's fields: the batch it
-# comes from.  "$" cannot start a slot, so these never collide with one.
-ROW_USER, ROW_SOURCE_TS, ROW_MESSAGE_ID = "$user", "$ts", "$mid"
-
-
 def _upsert(entity: Entity, *, per_row: bool) -> str:
-    """INSERT ... ON CONFLICT for a JSON array of rows.  The producer, timestamp and
-    message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` columns of each
-    row (a group of batches written in one statement, worker/rows.py)."""
+    """INSERT ... ON CONFLICT for a JSON array of rows, each an array of the entity's field
+    values in field order (null for a field the item left out).  The producer, timestamp
+    and message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` three more
+    values of each row (a group of batches written in one statement, worker/rows.py)."""
+    count = len(entity.fields)
     if per_row:
-        user, source_ts, message_id = (f'i."{c}"' for c in (ROW_USER, ROW_SOURCE_TS,
-                                                             ROW_MESSAGE_ID))
+        user, source_ts, message_id = (f"(e->>{count + i})::{t}"
+                                       for i, t in enumerate(("text", "timestamptz", "text")))
     else:
         user, source_ts, message_id = "$2", "$3", "$4"
     columns = [quote(f.column) for f in entity.fields]
-    # The row set's columns are the fields' slots (worker rows are keyed by slot, see
-    # Entity.slot), quoted, so the objects are read as they are; a key an item left out
-    # reads as NULL.
-    record_columns = [f'"{entity.slot(f.name)}" {f.kind.spec.wire_type}'
-                      for f in entity.fields]
+    # Each value as its column's wire type, named by its field's slot (Entity.slot);
+    # ->> gives SQL NULL for a JSON null.  An array of objects stays jsonb, its JSON null
+    # made SQL NULL as json_to_recordset did.
+    values = [(f"NULLIF(e->{i}, 'null')" if f.kind.spec.wire_type == "jsonb"
+               else f"(e->>{i})::{f.kind.spec.wire_type}") + f' AS "{entity.slot(f.name)}"'
+              for i, f in enumerate(entity.fields)]
     if per_row:
-        record_columns += [f'"{ROW_USER}" text', f'"{ROW_SOURCE_TS}" timestamptz',
-                           f'"{ROW_MESSAGE_ID}" text']
+        values += [f"{user} AS upsert_user", f"{source_ts} AS upsert_ts",
+                   f"{message_id} AS upsert_mid"]
+        user, source_ts, message_id = "i.upsert_user", "i.upsert_ts", "i.upsert_mid"
     select = []
     for f in entity.fields:
         default = _AUDIT_DEFAULTS.get(f.name)
@@ -107,7 +108,7 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
             select.append(value)
         else:
             select.append(f'COALESCE({value}, {default.replace("$user", user)})')
-    rows = f"json_to_recordset($1::json) AS i({', '.join(record_columns)})"
+    rows = f"(SELECT {', '.join(values)} FROM jsonb_array_elements($1::jsonb) AS e) AS i"
     if not per_row and not any(_AUDIT_DEFAULTS.get(f.name) == "$user" for f in entity.fields):
         # An entity without audit users writes the producer ($2) nowhere; it is named all
         # the same, since a statement must give every argument a type.
