@@ -162,12 +162,6 @@ class Entity:
             if not by_name[key].required:
                 raise ValueError(f"{self.name}: key field {key!r} must be required")
         object.__setattr__(self, "_key_fields", tuple(by_name[k] for k in self.key))
-        # A validated row holds each value under its field's position, not its JSON name:
-        # the rows the worker sends PostgreSQL as JSON are then half as long, which saves
-        # the worker's socket and PostgreSQL's JSON parsing about as much (BENCHMARKS.md).
-        slots = {f.name: str(i) for i, f in enumerate(self.fields)}
-        object.__setattr__(self, "_slots", slots)
-        object.__setattr__(self, "_key_slots", tuple(slots[k] for k in self.key))
         params = _PATH_PARAM.findall(self.path)
         for param, target in self.bindings.items():
             if param not in params:
@@ -186,21 +180,6 @@ class Entity:
 
     def field_named(self, name: str) -> Field:
         return self._by_name[name]  # type: ignore[attr-defined, no-any-return]
-
-    def slot(self, name: str) -> str:
-        """The key a field's value has in a validated row (and in the rows sent to
-        PostgreSQL): its position among the fields, as text."""
-        return self._slots[name]  # type: ignore[attr-defined, no-any-return]
-
-    @property
-    def slots(self) -> tuple[str, ...]:
-        """Every field's slot, in field order."""
-        return tuple(self._slots.values())  # type: ignore[attr-defined]
-
-    @property
-    def key_slots(self) -> tuple[str, ...]:
-        """The key fields' slots, in key order."""
-        return self._key_slots  # type: ignore[attr-defined, no-any-return]
 
     @property
     def key_fields(self) -> tuple[Field, ...]:

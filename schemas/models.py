@@ -1,11 +1,9 @@
 """Strict pydantic validators derived from the entity declarations.
 
 One ``TypeAdapter`` per entity validates a whole JSON body in one call (``validate_json``)
-into plain dicts keyed by each field's slot (``Entity.slot``: its position; the JSON names
-are the fields' aliases, so items and error locations still use them), handing back each
-item that fails as :class:`Unvalidated` instead of failing the body; a second one
-validates a single item, for the slower path that names each offending field and matches
-names case-insensitively.
+into plain dicts keyed by the canonical JSON names, handing back each item that fails as
+:class:`Unvalidated` instead of failing the body; a second one validates a single item,
+for the slower path that names each offending field and matches names case-insensitively.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ def _python_type(field: Field) -> Any:
     base = field.kind.spec.python_type(field)
     if field.nullable:
         base = base | None
-    # Read from the item under its JSON name, kept in the row under its slot.
-    base = Annotated[base, PydanticField(validation_alias=field.name)]
     return Required[base] if field.required else NotRequired[base]
 
 
@@ -47,7 +43,7 @@ class Unvalidated:
 class EntityModel:
     """The validators of one entity."""
 
-    # A JSON array of items -> per item its validated dict (keyed by slot), or Unvalidated.
+    # A JSON array of items -> per item its validated dict, or Unvalidated.
     batch: TypeAdapter[list[dict[str, Any] | Unvalidated]]
     item: TypeAdapter[dict[str, Any]]
     # lower-cased JSON name -> canonical JSON name, for case-insensitive matching
@@ -55,7 +51,7 @@ class EntityModel:
 
 
 def build_model(entity: Entity) -> EntityModel:
-    annotations = {entity.slot(f.name): _python_type(f) for f in entity.fields}
+    annotations = {f.name: _python_type(f) for f in entity.fields}
     # Built at run time from the declaration, so mypy cannot see its fields: Any.
     item_type: Any = TypedDict(entity.name, annotations, total=False)  # type: ignore[misc]
     setattr(item_type, "__pydantic_config__", _CONFIG)  # noqa: B010 (mypy sees no such attr)

@@ -31,32 +31,30 @@ def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> li
     """Items of one key collapse into one row: the last item's values, as applying them one
     by one would leave, but the first item's entry_* fields, which an update never changes.
     Groups come sorted by key, so concurrent batches lock rows in one global order."""
-    entity = batch.entity
-    key_slots = entity.key_slots
-    if len(key_slots) == 1:
+    key_fields = batch.entity.key
+    if len(key_fields) == 1:
         # The usual key, one field: its values hash and sort faster than 1-tuples.
-        (at,) = key_slots
-        values = [row[at] for _, row in rows]
+        (name,) = key_fields
+        values = [row[name] for _, row in rows]
         if len(set(values)) == len(values):  # the usual batch: no key twice
             order = sorted(range(len(values)), key=values.__getitem__)
             return [KeyGroup((values[i],), [rows[i][0]], rows[i][1]) for i in order]
     else:
-        keys = [tuple(map(row.__getitem__, key_slots)) for _, row in rows]
+        keys = [tuple(map(row.__getitem__, key_fields)) for _, row in rows]
         if len(set(keys)) == len(keys):
             order = sorted(range(len(keys)), key=keys.__getitem__)
             return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
     groups: dict[Key, KeyGroup] = {}
-    create_only = [entity.slot(f.name) for f in entity.fields
-                   if f.name in (ENTRY_DATE, ENTRY_USER)]
     for index, row in rows:
-        key = tuple(map(row.__getitem__, key_slots))  # per item: the cheapest spelling
+        key = tuple(map(row.__getitem__, key_fields))  # per item: the cheapest spelling
         group = groups.get(key)
         if group is None:
             groups[key] = KeyGroup(key, [index], row)
         else:
             first = group.row
             group.indexes.append(index)
-            group.row = {**row, **{at: first.get(at) for at in create_only}}
+            group.row = {**row, ENTRY_DATE: first.get(ENTRY_DATE),
+                         ENTRY_USER: first.get(ENTRY_USER)}
     return [groups[k] for k in sorted(groups)]
 
 
@@ -70,7 +68,7 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
         problems = []
         for check, keys in zip(statements.parent_checks, missing, strict=True):
             fields = check.parent.fields
-            key = tuple(map(row.get, check.slots))
+            key = tuple(map(row.get, fields))
             if key in keys:
                 shown = ", ".join(f"{f}={_show_parent_key_value(v)}"
                                   for f, v in zip(fields, key, strict=True))

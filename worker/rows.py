@@ -79,7 +79,7 @@ def _share_one_statement(batches: list[Batch]) -> bool:
         return False
     seen: set[Key] = set()
     for batch in batches:
-        keys = {tuple(row[k] for k in entity.key_slots) for _, row in batch.rows}
+        keys = {tuple(row[k] for k in entity.key) for _, row in batch.rows}
         if not seen.isdisjoint(keys):
             return False
         seen |= keys
@@ -92,13 +92,14 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
     parent record: one query per parent the rows point at."""
     found: list[set[Key]] = []
     for check in statements.parent_checks:
-        if len(check.slots) == 1:  # the usual parent: one field, no tuple per row
-            (at,) = check.slots
-            values = {row.get(at) for batch in batches for _, row in batch.rows}
+        fields = check.parent.fields
+        if len(fields) == 1:  # the usual parent: one field, no tuple per row
+            (name,) = fields
+            values = {row.get(name) for batch in batches for _, row in batch.rows}
             values.discard(None)
             wanted: set[Key] = {(value,) for value in values}
         else:
-            wanted = {tuple(map(row.get, check.slots))
+            wanted = {tuple(map(row.get, fields))
                       for batch in batches for _, row in batch.rows}
             wanted = {k for k in wanted if None not in k}
         if not wanted:
@@ -116,16 +117,16 @@ async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
     Each row goes as its values in field order (worker/statements.py).  A batch alone
     passes its producer, timestamp and message_id as arguments; in a group every row ends
     with its own batch's, rows in key order like a single batch."""
-    slots = written[0][0].entity.slots
+    fields = statements.row_fields
     if len(written) == 1:
         (batch, groups), = written
         return await _run_upsert(conn, statements.upsert,
-                                 [list(map(g.row.get, slots)) for g in groups],
+                                 [list(map(g.row.get, fields)) for g in groups],
                                  batch.user_id, batch.source_ts, batch.message_id)
     rows: list[tuple[Key, list[object]]] = []
     for batch, groups in written:
         origin = (batch.user_id, batch.source_ts, batch.message_id)
-        rows += [(g.key, [*map(g.row.get, slots), *origin]) for g in groups]
+        rows += [(g.key, [*map(g.row.get, fields), *origin]) for g in groups]
     rows.sort(key=lambda keyed: keyed[0])
     return await _run_upsert(conn, statements.upsert_rows, [row for _, row in rows])
 
@@ -203,7 +204,7 @@ async def _lock_rows_in_order(conn: asyncpg.Connection, batches: list[Batch]) ->
     keys: dict[str, tuple[Batch, set[Key]]] = {}
     for batch in batches:
         wanted = keys.setdefault(batch.entity.table, (batch, set()))[1]
-        wanted.update(tuple(row[k] for k in batch.entity.key_slots) for _, row in batch.rows)
+        wanted.update(tuple(row[k] for k in batch.entity.key) for _, row in batch.rows)
     for table in sorted(keys):
         batch, wanted = keys[table]
         if wanted:

@@ -43,8 +43,6 @@ class ParentCheck:
 
     parent: Parent
     statement: str
-    # Where the parent key's fields are in a validated row (Entity.slot).
-    slots: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,8 @@ class EntityStatements:
     upsert_rows: str                 # args: rows, each ending in its batch's user_id,
                                      # source_ts and message_id; number of rows
     parent_checks: tuple[ParentCheck, ...]
+    # The fields whose values each row of the upserts holds, in that order.
+    row_fields: tuple[str, ...]
 
 
 @cache
@@ -63,7 +63,8 @@ def statements_for(entity: Entity) -> EntityStatements:
     return EntityStatements(upsert=_upsert(entity, per_row=False),
                             upsert_rows=_upsert(entity, per_row=True),
                             parent_checks=tuple(_parent_check(entity, p)
-                                                for p in entity.parents))
+                                                for p in entity.parents),
+                            row_fields=tuple(f.name for f in entity.fields))
 
 
 def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:
@@ -75,7 +76,7 @@ def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:
         f"SELECT {', '.join(f'k.{c}' for c in columns)} "
         f"FROM unnest({args}) AS k({', '.join(columns)}) "
         f"WHERE NOT EXISTS (SELECT 1 FROM {qualified(parent.table)} p WHERE {match})"
-    ), tuple(entity.slot(name) for name in parent.fields))
+    ))
 
 
 def _upsert(entity: Entity, *, per_row: bool) -> str:
@@ -83,27 +84,24 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
     values in field order (null for a field the item left out).  The producer, timestamp
     and message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` three more
     values of each row (a group of batches written in one statement, worker/rows.py)."""
-    count = len(entity.fields)
-    if per_row:
-        user, source_ts, message_id = (f"(e->>{count + i})::{t}"
-                                       for i, t in enumerate(("text", "timestamptz", "text")))
-    else:
-        user, source_ts, message_id = "$2", "$3", "$4"
     columns = [quote(f.column) for f in entity.fields]
-    # Each value as its column's wire type, named by its field's slot (Entity.slot);
-    # ->> gives SQL NULL for a JSON null.  An array of objects stays jsonb, its JSON null
-    # made SQL NULL as json_to_recordset did.
+    # Each value as its column's wire type, named by its position; ->> gives SQL NULL for
+    # a JSON null.  An array of objects stays jsonb, its JSON null made SQL NULL.
     values = [(f"NULLIF(e->{i}, 'null')" if f.kind.spec.wire_type == "jsonb"
-               else f"(e->>{i})::{f.kind.spec.wire_type}") + f' AS "{entity.slot(f.name)}"'
+               else f"(e->>{i})::{f.kind.spec.wire_type}") + f' AS "{i}"'
               for i, f in enumerate(entity.fields)]
     if per_row:
-        values += [f"{user} AS upsert_user", f"{source_ts} AS upsert_ts",
-                   f"{message_id} AS upsert_mid"]
+        count = len(entity.fields)
+        values += [f"(e->>{count})::text AS upsert_user",
+                   f"(e->>{count + 1})::timestamptz AS upsert_ts",
+                   f"(e->>{count + 2})::text AS upsert_mid"]
         user, source_ts, message_id = "i.upsert_user", "i.upsert_ts", "i.upsert_mid"
+    else:
+        user, source_ts, message_id = "$2", "$3", "$4"
     select = []
-    for f in entity.fields:
+    for i, f in enumerate(entity.fields):
         default = _AUDIT_DEFAULTS.get(f.name)
-        value = f'i."{entity.slot(f.name)}"'
+        value = f'i."{i}"'
         if default is None:
             select.append(value)
         else:

@@ -43,38 +43,36 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
     # One byte first: memchr finds (or rules out) a backslash ten times faster than the
     # escape itself is searched for, and most bodies have none.
     check_nul = b"\\" in body and b"\\u0000" in body
-    utc_slots = _compared_datetime_slots(entity)
+    compared_datetimes = _compared_datetimes(entity)
     checked = check_nul or bool(entity.bindings)
-    key, key_slots = entity.key, entity.key_slots
-    (only_key,), (only_slot,) = (key, key_slots) if len(key) == 1 else ((None,), (None,))
+    key = entity.key
+    (only_key,) = key if len(key) == 1 else (None,)
     ids, valid = batch.ids, batch.rows
     for index, row in enumerate(rows):
         if row.__class__ is Unvalidated:  # failed the body's validation: look again
             row, problems = _validate_one(model, row.value)
-            if problems:  # the item as sent, keyed by JSON names
-                ids.append(_item_id(row, key, key))
+            if problems:  # the item as sent
+                ids.append(_item_id(entity, row))
                 batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
                 continue
-        # A validated row, keyed by slot.
-        for at in utc_slots:
-            value = row.get(at)
+        for name in compared_datetimes:
+            value = row.get(name)
             if value is not None and value.tzinfo is None:
-                row[at] = value.replace(tzinfo=dt.UTC)
+                row[name] = value.replace(tzinfo=dt.UTC)
         if checked:
             problems = _binding_problems(entity, row, params)
             if check_nul:
-                problems += _nul_problems(entity, row)
+                problems += _nul_problems(row)
             if problems:
-                ids.append(_item_id(row, key, key_slots))
+                ids.append(_item_id(entity, row))
                 batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
                 continue
         # A valid item's text and int32 key values are echoed as they are; date-times
         # are put back as sent below.
         if only_key is not None:
-            ids.append([{"key": only_key, "value": row[only_slot]}])
+            ids.append([{"key": only_key, "value": row[only_key]}])
         else:
-            ids.append([{"key": k, "value": row[at]}
-                        for k, at in zip(key, key_slots, strict=True)])
+            ids.append([{"key": k, "value": row[k]} for k in key])
         valid.append((index, row))
     sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
     if sent_as_text:
@@ -150,8 +148,7 @@ def refuse_too_many_items(entity: Entity, body: bytes, max_items: int) -> None:
 
 
 def _validate_one(model: EntityModel, item: Any) -> tuple[Any, list[str]]:
-    """One item, names matched case-insensitively: (the validated row, no problems) or
-    (the item keyed by its canonical JSON names, its problems)."""
+    """One item, names matched case-insensitively: (the row, its problems)."""
     if not isinstance(item, dict):
         return {}, [f"item must be a JSON object, not {_json_type(item)}"]
     canonical: dict[str, Any] = {}
@@ -186,7 +183,7 @@ def _json_type(value: Any) -> str:
 def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any]) -> list[str]:
     problems = []
     for param, field_name in entity.bindings.items():
-        value = row.get(entity.slot(field_name))
+        value = row.get(field_name)
         if value != params[param]:
             problems.append(f"{field_name}: {_show_bound_value(value)} does not match path "
                             f"{param} {_show_bound_value(params[param])}")
@@ -194,15 +191,14 @@ def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any
 
 
 @cache
-def _compared_datetime_slots(entity: Entity) -> list[str]:
-    """The slots of the date-time fields whose values the worker compares (keys, path
-    bindings, parent keys): one sent without an offset is taken as UTC there, so that it
-    compares as the database stores it.  Other date-times stay as sent, and the writer
-    sends the ones without an offset as UTC (orjson's OPT_NAIVE_UTC)."""
+def _compared_datetimes(entity: Entity) -> list[str]:
+    """The date-time fields whose values the worker compares (keys, path bindings, parent
+    keys): one sent without an offset is taken as UTC there, so that it compares as the
+    database stores it.  Other date-times stay as sent, and the writer sends the ones
+    without an offset as UTC (orjson's OPT_NAIVE_UTC)."""
     compared = {*entity.key, *entity.bindings.values(),
                 *(name for parent in entity.parents for name in parent.fields)}
-    return [entity.slot(f.name) for f in entity.fields
-            if f.kind is Kind.DATETIME and f.name in compared]
+    return [f.name for f in entity.fields if f.kind is Kind.DATETIME and f.name in compared]
 
 
 def _show_bound_value(value: Any) -> str:
@@ -212,18 +208,17 @@ def _show_bound_value(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"'{value}'"
 
 
-def _nul_problems(entity: Entity, row: dict[str, Any]) -> list[str]:
-    return [f"{entity.fields[int(at)].name}: must not contain a NUL character"
-            for at, value in row.items() if isinstance(value, str) and "\x00" in value]
+def _nul_problems(row: dict[str, Any]) -> list[str]:
+    return [f"{name}: must not contain a NUL character"
+            for name, value in row.items() if isinstance(value, str) and "\x00" in value]
 
 
-def _item_id(row: Any, names: tuple[str, ...], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The key fields in key order with their JSON ``names`` and the values as sent, found
-    in ``row`` under ``keys`` (the names again, or the slots of a validated row)."""
+def _item_id(entity: Entity, row: Any) -> list[dict[str, Any]]:
+    """The key fields in key order with their JSON names and the values as sent."""
     values = row if isinstance(row, dict) else {}
     out = []
-    for key, at in zip(names, keys, strict=True):
-        value = values.get(at)
+    for key in entity.key:
+        value = values.get(key)
         # Keys are text or integer fields; a scalar sent with another JSON type is still
         # echoed as sent, anything else (an array, an object) as null.
         if not isinstance(value, (str, int, float, bool)):
