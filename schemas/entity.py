@@ -162,6 +162,9 @@ class Entity:
             if not by_name[key].required:
                 raise ValueError(f"{self.name}: key field {key!r} must be required")
         object.__setattr__(self, "_key_fields", tuple(by_name[k] for k in self.key))
+        positions = {f.name: i for i, f in enumerate(self.fields)}
+        object.__setattr__(self, "_positions", positions)
+        object.__setattr__(self, "_key_positions", tuple(positions[k] for k in self.key))
         params = _PATH_PARAM.findall(self.path)
         for param, target in self.bindings.items():
             if param not in params:
@@ -180,6 +183,17 @@ class Entity:
 
     def field_named(self, name: str) -> Field:
         return self._by_name[name]  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def positions(self) -> dict[str, int]:
+        """Each field's position in a validated row: rows are tuples of values in field
+        order (worker/validation.py)."""
+        return self._positions  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def key_positions(self) -> tuple[int, ...]:
+        """The key fields' positions in a row, in key order."""
+        return self._key_positions  # type: ignore[attr-defined, no-any-return]
 
     @property
     def key_fields(self) -> tuple[Field, ...]:

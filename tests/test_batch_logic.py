@@ -85,7 +85,8 @@ def test_json_content_type_with_parameters_is_accepted() -> None:
 def test_gzip_body_is_inflated() -> None:
     body = gzip.compress(orjson.dumps([samples.benefit("B1"), samples.benefit("B2")]))
     batch = prepare(samples.BENEFIT_PATH, body=body, content_encoding="gzip")
-    assert [row["benefit_Code"] for _, row in batch.rows] == ["B1", "B2"]
+    at = batch.entity.positions["benefit_Code"]
+    assert [row[at] for _, row in batch.rows] == ["B1", "B2"]
 
 
 def test_gzip_bomb_is_refused_without_inflating_it() -> None:
@@ -200,7 +201,7 @@ def test_names_match_case_insensitively() -> None:
     item = {"BENEFIT_CODE": "B1", "allow_flat_tax": True, "Medicare": "N", "pend_flag": "N"}
     batch = prepare(samples.BENEFIT_PATH, [item, samples.benefit("B2")])
     assert answers(batch) == [None, None]
-    assert batch.rows[0][1]["benefit_Code"] == "B1"
+    assert batch.rows[0][1][batch.entity.positions["benefit_Code"]] == "B1"
     assert batch.ids[0] == [{"key": "benefit_Code", "value": "B1"}]
 
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.entity import ENTRY_DATE, ENTRY_USER
-from worker.batch import CREATED, STALE, UPDATED, Batch, ItemStatus
+from worker.batch import CREATED, STALE, UPDATED, Batch, ItemStatus, Row, values_at
 from worker.statements import EntityStatements
 
 Key = tuple[Any, ...]
-Row = tuple[int, dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -24,51 +23,56 @@ class KeyGroup:
 
     key: Key
     indexes: list[int]
-    row: dict[str, Any]
+    row: Row
 
 
-def group_by_key(batch: Batch, rows: Sequence[tuple[int, dict[str, Any]]]) -> list[KeyGroup]:
+def group_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[KeyGroup]:
     """Items of one key collapse into one row: the last item's values, as applying them one
     by one would leave, but the first item's entry_* fields, which an update never changes.
     Groups come sorted by key, so concurrent batches lock rows in one global order."""
-    key_fields = batch.entity.key
-    if len(key_fields) == 1:
+    entity = batch.entity
+    key_of = values_at(entity.key_positions)
+    if len(entity.key_positions) == 1:
         # The usual key, one field: its values hash and sort faster than 1-tuples.
-        (name,) = key_fields
-        values = [row[name] for _, row in rows]
+        (at,) = entity.key_positions
+        values = [row[at] for _, row in rows]
         if len(set(values)) == len(values):  # the usual batch: no key twice
             order = sorted(range(len(values)), key=values.__getitem__)
             return [KeyGroup((values[i],), [rows[i][0]], rows[i][1]) for i in order]
     else:
-        keys = [tuple(map(row.__getitem__, key_fields)) for _, row in rows]
+        keys = [key_of(row) for _, row in rows]
         if len(set(keys)) == len(keys):
             order = sorted(range(len(keys)), key=keys.__getitem__)
             return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
+    kept_from_first = [entity.positions[name] for name in (ENTRY_DATE, ENTRY_USER)
+                       if name in entity.positions]
     groups: dict[Key, KeyGroup] = {}
     for index, row in rows:
-        key = tuple(map(row.__getitem__, key_fields))  # per item: the cheapest spelling
+        key = key_of(row)
         group = groups.get(key)
         if group is None:
             groups[key] = KeyGroup(key, [index], row)
         else:
-            first = group.row
+            merged = list(row)
+            for at in kept_from_first:
+                merged[at] = group.row[at]
             group.indexes.append(index)
-            group.row = {**row, ENTRY_DATE: first.get(ENTRY_DATE),
-                         ENTRY_USER: first.get(ENTRY_USER)}
+            group.row = tuple(merged)
     return [groups[k] for k in sorted(groups)]
 
 
 def answer_missing_parents(batch: Batch, statements: EntityStatements,
-                           missing: list[set[Key]]) -> list[Row]:
+                           missing: list[set[Key]]) -> list[tuple[int, Row]]:
     """Answer 404 for the batch's items whose parent key is ``missing``; return the others."""
     if not any(missing):
         return batch.rows
     kept = []
+    positions = batch.entity.positions
     for index, row in batch.rows:
         problems = []
         for check, keys in zip(statements.parent_checks, missing, strict=True):
             fields = check.parent.fields
-            key = tuple(map(row.get, fields))
+            key = values_at(tuple(positions[f] for f in fields))(row)
             if key in keys:
                 shown = ", ".join(f"{f}={_show_parent_key_value(v)}"
                                   for f, v in zip(fields, key, strict=True))

@@ -7,11 +7,26 @@ Made by :func:`worker.intake.prepare_batch`, answered by the writer, rendered by
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from schemas.entity import Entity
+
+# A validated item: its values in field order, None for a field it left out.
+Row = tuple[Any, ...]
+
+
+@cache
+def values_at(positions: tuple[int, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """The values of a row at ``positions``, as a tuple: a key, a parent key."""
+    if len(positions) == 1:
+        (at,) = positions
+        return lambda row: (row[at],)
+    return itemgetter(*positions)  # type: ignore[return-value]
 
 
 class ItemStatus(IntEnum):
@@ -59,8 +74,8 @@ class Batch:
     ids: list[list[dict[str, Any]]] = field(default_factory=list)
     # ... and its answer, None while it waits for the database's.
     answers: list[ItemAnswer | None] = field(default_factory=list)
-    # (item index, validated row keyed by canonical JSON names), in request order
-    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # (item index, validated row), in request order
+    rows: list[tuple[int, Row]] = field(default_factory=list)
 
     def answer(self, index: int, status: ItemStatus, body: str) -> None:
         self.answers[index] = ItemAnswer(status, body)

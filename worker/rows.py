@@ -32,7 +32,7 @@ from worker.answering import (
     group_by_key,
     item_error,
 )
-from worker.batch import Batch, ItemStatus
+from worker.batch import Batch, ItemStatus, values_at
 from worker.statements import (
     EntityStatements,
     lock_rows_statement,
@@ -78,8 +78,9 @@ def _share_one_statement(batches: list[Batch]) -> bool:
     if any(batch.entity is not entity for batch in batches):
         return False
     seen: set[Key] = set()
+    key_of = values_at(entity.key_positions)
     for batch in batches:
-        keys = {tuple(row[k] for k in entity.key) for _, row in batch.rows}
+        keys = {key_of(row) for _, row in batch.rows}
         if not seen.isdisjoint(keys):
             return False
         seen |= keys
@@ -91,16 +92,17 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
     """Per parent of the entity, the parent keys the batches' rows point at that have no
     parent record: one query per parent the rows point at."""
     found: list[set[Key]] = []
+    positions = batches[0].entity.positions
     for check in statements.parent_checks:
-        fields = check.parent.fields
+        fields = tuple(positions[name] for name in check.parent.fields)
         if len(fields) == 1:  # the usual parent: one field, no tuple per row
-            (name,) = fields
-            values = {row.get(name) for batch in batches for _, row in batch.rows}
+            (at,) = fields
+            values = {row[at] for batch in batches for _, row in batch.rows}
             values.discard(None)
             wanted: set[Key] = {(value,) for value in values}
         else:
-            wanted = {tuple(map(row.get, fields))
-                      for batch in batches for _, row in batch.rows}
+            key_of = values_at(fields)
+            wanted = {key_of(row) for batch in batches for _, row in batch.rows}
             wanted = {k for k in wanted if None not in k}
         if not wanted:
             found.append(set())
@@ -117,21 +119,20 @@ async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
     Each row goes as its values in field order (worker/statements.py).  A batch alone
     passes its producer, timestamp and message_id as arguments; in a group every row ends
     with its own batch's, rows in key order like a single batch."""
-    fields = statements.row_fields
     if len(written) == 1:
         (batch, groups), = written
-        return await _run_upsert(conn, statements.upsert,
-                                 [list(map(g.row.get, fields)) for g in groups],
+        return await _run_upsert(conn, statements.upsert, [g.row for g in groups],
                                  batch.user_id, batch.source_ts, batch.message_id)
-    rows: list[tuple[Key, list[object]]] = []
+    rows: list[tuple[Key, tuple[object, ...]]] = []
     for batch, groups in written:
         origin = (batch.user_id, batch.source_ts, batch.message_id)
-        rows += [(g.key, [*map(g.row.get, fields), *origin]) for g in groups]
+        rows += [(g.key, (*g.row, *origin)) for g in groups]
     rows.sort(key=lambda keyed: keyed[0])
     return await _run_upsert(conn, statements.upsert_rows, [row for _, row in rows])
 
 
-async def _run_upsert(conn: asyncpg.Connection, statement: str, rows: list[list[object]],
+async def _run_upsert(conn: asyncpg.Connection, statement: str,
+                      rows: Sequence[tuple[object, ...]],
                       *args: object) -> Written:
     """Run an upsert statement over ``rows`` sent as one JSON array."""
     try:
@@ -204,7 +205,8 @@ async def _lock_rows_in_order(conn: asyncpg.Connection, batches: list[Batch]) ->
     keys: dict[str, tuple[Batch, set[Key]]] = {}
     for batch in batches:
         wanted = keys.setdefault(batch.entity.table, (batch, set()))[1]
-        wanted.update(tuple(row[k] for k in batch.entity.key) for _, row in batch.rows)
+        key_of = values_at(batch.entity.key_positions)
+        wanted.update(key_of(row) for _, row in batch.rows)
     for table in sorted(keys):
         batch, wanted = keys[table]
         if wanted:

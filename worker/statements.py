@@ -54,8 +54,6 @@ class EntityStatements:
     upsert_rows: str                 # args: rows, each ending in its batch's user_id,
                                      # source_ts and message_id; number of rows
     parent_checks: tuple[ParentCheck, ...]
-    # The fields whose values each row of the upserts holds, in that order.
-    row_fields: tuple[str, ...]
 
 
 @cache
@@ -63,8 +61,7 @@ def statements_for(entity: Entity) -> EntityStatements:
     return EntityStatements(upsert=_upsert(entity, per_row=False),
                             upsert_rows=_upsert(entity, per_row=True),
                             parent_checks=tuple(_parent_check(entity, p)
-                                                for p in entity.parents),
-                            row_fields=tuple(f.name for f in entity.fields))
+                                                for p in entity.parents))
 
 
 def _parent_check(entity: Entity, parent: Parent) -> ParentCheck:

@@ -1,7 +1,10 @@
 """Item validation, pure: a JSON body in, each item's 400 answer or validated row out.
 
-The whole body is validated in one pydantic call; only the items that fail it are looked
-at again, one by one, to name each offending field and reason.
+The whole body is read in one call: by the fast reader (schemas/fast.py) where it can,
+which accepts only what the pydantic models accept; what it refuses, and every body it
+cannot read, pydantic reads in one call as before.  Only the items that fail pydantic are
+looked at again, one by one, to name each offending field and reason.  A validated row is
+a tuple of the item's values in field order (None for a field left out).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from schemas.entity import Entity
+from schemas.fast import fast_reader_for
 from schemas.kinds import Kind
 from schemas.models import EntityModel, Unvalidated
 from worker import errors
@@ -29,58 +33,86 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
     answer or its validated row, and the key it is answered under."""
     entity = batch.entity
     refuse_too_many_items(entity, body, max_items)
-    try:
-        rows: list[Any] = model.batch.validate_json(body)
-    except ValidationError as e:  # items never fail the body: the body itself is wrong
-        if any(err["type"] == "json_invalid" for err in e.errors()):
-            raise errors.MalformedMessage(
-                f"body is not valid JSON: {e.errors()[0]['msg']}") from e
-        raise errors.MalformedMessage("body must be a JSON array of items") from e
-    if len(rows) > max_items:
-        raise errors.TooLarge(f"{len(rows)} items is over the limit of {max_items}")
+    items = read_items(entity, model, body)
+    if len(items) > max_items:
+        raise errors.TooLarge(f"{len(items)} items is over the limit of {max_items}")
 
-    batch.answers = [None] * len(rows)
+    batch.answers = [None] * len(items)
     # One byte first: memchr finds (or rules out) a backslash ten times faster than the
     # escape itself is searched for, and most bodies have none.
     check_nul = b"\\" in body and b"\\u0000" in body
     compared_datetimes = _compared_datetimes(entity)
     checked = check_nul or bool(entity.bindings)
-    key = entity.key
+    names = tuple(f.name for f in entity.fields)
+    key = entity.key_positions
     (only_key,) = key if len(key) == 1 else (None,)
     ids, valid = batch.ids, batch.rows
-    for index, row in enumerate(rows):
-        if row.__class__ is Unvalidated:  # failed the body's validation: look again
-            row, problems = _validate_one(model, row.value)
-            if problems:  # the item as sent
-                ids.append(_item_id(entity, row))
-                batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
-                continue
-        for name in compared_datetimes:
-            value = row.get(name)
+    for index, row in enumerate(items):
+        if row.__class__ is not tuple:  # read by pydantic: a dict, or Unvalidated
+            if row.__class__ is Unvalidated:  # failed the body's validation: look again
+                row, problems = _validate_one(model, row.value)
+                if problems:  # the item as sent
+                    ids.append(_item_id(entity, row))
+                    batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
+                    continue
+            row = tuple(map(row.get, names))
+        for at in compared_datetimes:
+            value = row[at]
             if value is not None and value.tzinfo is None:
-                row[name] = value.replace(tzinfo=dt.UTC)
+                row = (*row[:at], value.replace(tzinfo=dt.UTC), *row[at + 1:])
         if checked:
             problems = _binding_problems(entity, row, params)
             if check_nul:
-                problems += _nul_problems(row)
+                problems += _nul_problems(names, row)
             if problems:
-                ids.append(_item_id(entity, row))
+                ids.append(_item_id(entity, dict(zip(names, row, strict=True))))
                 batch.answer(index, ItemStatus.BAD_REQUEST, "; ".join(problems))
                 continue
         # A valid item's text and int32 key values are echoed as they are; date-times
         # are put back as sent below.
         if only_key is not None:
-            ids.append([{"key": only_key, "value": row[only_key]}])
+            ids.append([{"key": names[only_key], "value": row[only_key]}])
         else:
-            ids.append([{"key": k, "value": row[k]} for k in key])
+            ids.append([{"key": names[k], "value": row[k]} for k in key])
         valid.append((index, row))
     sent_as_text = [i for i, f in enumerate(entity.key_fields) if f.kind is Kind.DATETIME]
     if sent_as_text:
         try:
-            items = orjson.loads(body)
+            sent = orjson.loads(body)
         except orjson.JSONDecodeError:  # valid JSON orjson refuses: a number beyond float
-            items = json.loads(body)
-        _echo_as_sent(batch.ids, items, sent_as_text)
+            sent = json.loads(body)
+        _echo_as_sent(batch.ids, sent, sent_as_text)
+
+
+def read_items(entity: Entity, model: EntityModel, body: bytes) -> list[Any]:
+    """Each item of the body: its row (a tuple of its values in field order) where the
+    fast reader took it, else what pydantic made of it (a dict, or Unvalidated)."""
+    fast = fast_reader_for(entity)
+    read = fast.read(body) if fast is not None and fast.may_read(body) else None
+    if read is None:
+        return read_with_pydantic(model, body)
+    items, clean = read
+    if not clean:
+        for i, item in enumerate(items):
+            if item.__class__ is not tuple:  # its JSON text: pydantic reads it as in a body
+                try:
+                    items[i] = model.batch.validate_json(b"[" + bytes(item) + b"]")[0]
+                except ValidationError:
+                    # JSON that msgspec reads and pydantic does not (nested deeper than
+                    # pydantic's parser allows): the body is malformed, as pydantic says.
+                    return read_with_pydantic(model, body)
+    return items
+
+
+def read_with_pydantic(model: EntityModel, body: bytes) -> list[Any]:
+    """Each item of the body as pydantic reads it: a dict, or Unvalidated."""
+    try:
+        return model.batch.validate_json(body)
+    except ValidationError as e:  # items never fail the body: the body itself is wrong
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            raise errors.MalformedMessage(
+                f"body is not valid JSON: {e.errors()[0]['msg']}") from e
+        raise errors.MalformedMessage("body must be a JSON array of items") from e
 
 
 def _echo_as_sent(ids: list[list[dict[str, Any]]], items: list[Any],
@@ -180,10 +212,11 @@ def _json_type(value: Any) -> str:
             list: "an array"}.get(type(value), type(value).__name__)
 
 
-def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any]) -> list[str]:
+def _binding_problems(entity: Entity, row: tuple[Any, ...],
+                      params: dict[str, Any]) -> list[str]:
     problems = []
     for param, field_name in entity.bindings.items():
-        value = row.get(field_name)
+        value = row[entity.positions[field_name]]
         if value != params[param]:
             problems.append(f"{field_name}: {_show_bound_value(value)} does not match path "
                             f"{param} {_show_bound_value(params[param])}")
@@ -191,14 +224,15 @@ def _binding_problems(entity: Entity, row: dict[str, Any], params: dict[str, Any
 
 
 @cache
-def _compared_datetimes(entity: Entity) -> list[str]:
+def _compared_datetimes(entity: Entity) -> list[int]:
     """The date-time fields whose values the worker compares (keys, path bindings, parent
     keys): one sent without an offset is taken as UTC there, so that it compares as the
     database stores it.  Other date-times stay as sent, and the writer sends the ones
     without an offset as UTC (orjson's OPT_NAIVE_UTC)."""
     compared = {*entity.key, *entity.bindings.values(),
                 *(name for parent in entity.parents for name in parent.fields)}
-    return [f.name for f in entity.fields if f.kind is Kind.DATETIME and f.name in compared]
+    return [i for i, f in enumerate(entity.fields)
+            if f.kind is Kind.DATETIME and f.name in compared]
 
 
 def _show_bound_value(value: Any) -> str:
@@ -208,9 +242,10 @@ def _show_bound_value(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"'{value}'"
 
 
-def _nul_problems(row: dict[str, Any]) -> list[str]:
+def _nul_problems(names: tuple[str, ...], row: tuple[Any, ...]) -> list[str]:
     return [f"{name}: must not contain a NUL character"
-            for name, value in row.items() if isinstance(value, str) and "\x00" in value]
+            for name, value in zip(names, row, strict=True)
+            if isinstance(value, str) and "\x00" in value]
 
 
 def _item_id(entity: Entity, row: Any) -> list[dict[str, Any]]:
