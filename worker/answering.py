@@ -68,15 +68,16 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
         return batch.rows
     kept = []
     positions = batch.entity.positions
+    checks = [(check.parent, values_at(tuple(positions[f] for f in check.parent.fields)), keys)
+              for check, keys in zip(statements.parent_checks, missing, strict=True)]
     for index, row in batch.rows:
         problems = []
-        for check, keys in zip(statements.parent_checks, missing, strict=True):
-            fields = check.parent.fields
-            key = values_at(tuple(positions[f] for f in fields))(row)
+        for parent, parent_key_of, keys in checks:
+            key = parent_key_of(row)
             if key in keys:
                 shown = ", ".join(f"{f}={_show_parent_key_value(v)}"
-                                  for f, v in zip(fields, key, strict=True))
-                problems.append(f"parent {check.parent.table} not found: {shown}")
+                                  for f, v in zip(parent.fields, key, strict=True))
+                problems.append(f"parent {parent.table} not found: {shown}")
         if problems:
             batch.answer(index, ItemStatus.NOT_FOUND, "; ".join(problems))
         else:
