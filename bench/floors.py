@@ -21,7 +21,7 @@ def reading_us_per_item(batches: Batches, passes: int = 3) -> tuple[float, float
     route = default_registry().route(PATH)
     assert route is not None
     entity, model = route.entity, model_for(route.entity)
-    worker = _best(lambda body: read_items(entity, model, body), batches, passes)
+    worker = _best(lambda body: read_items(entity, model, body, 10_000), batches, passes)
     pydantic = _best(model.batch.validate_json, batches, passes)
     return worker, pydantic
 

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import astuple
 
-from schemas.entity import Entity
+from schemas.entity import Entity, Field
 from schemas.kinds import Kind
 
 # A fraction of a second with more than six digits: a date-time msgspec would round.  In
@@ -52,6 +52,9 @@ class FastReader:
     body: msgspec.json.Decoder[list[Any]]
     item: msgspec.json.Decoder[Any]
     has_datetimes: bool
+    # The fewest bytes a clean item can be written in: its required fields, each with the
+    # shortest value its kind allows (a date-time counted as its quotes alone).
+    min_item_bytes: int
 
     def may_read(self, body: bytes) -> bool:
         """Whether the fast reader may read ``body`` at all: not if a date-time in it could
@@ -62,28 +65,46 @@ class FastReader:
             return False
         return not (b"\\" in body and _ESCAPED_DIGIT_OR_DOT.search(body))
 
-    def read(self, body: bytes) -> tuple[list[Any], bool] | None:
-        """The body's items and whether all are clean: each item's row, or for an item the
-        fast reader refuses its JSON text (a ``msgspec.Raw``), for pydantic to read.  None
-        for a body that is not a JSON array it can read at all: pydantic reads and answers
-        that one whole."""
+    def holds_at_most(self, count: int, body: bytes) -> bool:
+        """Whether ``body`` is too short to hold more than ``count`` clean items."""
+        return len(body) <= count * self.min_item_bytes
+
+    def read_clean(self, body: bytes) -> list[tuple[Any, ...]] | None:
+        """Every item's row, if the body is a JSON array of clean items; else None."""
         try:
-            return list(map(astuple, self.body.decode(body))), True
-        except msgspec.ValidationError:
-            pass  # well-formed, but some item is not clean: read them one by one
-        except (msgspec.DecodeError, RecursionError):  # msgspec's own depth limit
+            return list(map(astuple, self.body.decode(body)))
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: msgspec's depth limit
             return None
+
+    def read_each(self, body: bytes) -> list[Any] | None:
+        """Each item's row, or for an item the fast reader refuses its JSON text (a
+        ``msgspec.Raw``) for pydantic to read; None for a body that is not a JSON array it
+        can read at all (pydantic reads and answers that one whole)."""
         try:
             items = _ITEMS.decode(body)
         except (msgspec.DecodeError, RecursionError):
             return None
-        return [self._read_item(item) for item in items], False
+        return [self._read_item(item) for item in items]
 
     def _read_item(self, item: msgspec.Raw) -> tuple[Any, ...] | msgspec.Raw:
         try:
             return astuple(self.item.decode(item))
         except msgspec.DecodeError:
             return item
+
+
+def _min_value_bytes(field: Field) -> int:
+    """The fewest bytes a valid value of ``field`` takes in JSON (never more than that:
+    the bound it makes only ever asks for a count it could have skipped)."""
+    match field.kind:
+        case Kind.TEXT:
+            return 2 + (field.min_length or 0)  # quotes, and a byte per code point at least
+        case Kind.BOOLEAN:
+            return 4  # true
+        case Kind.DATETIME:
+            return 2
+        case _:
+            return 1  # a digit
 
 
 @cache
@@ -110,6 +131,11 @@ def fast_reader_for(entity: Entity) -> FastReader | None:
         rename={f"f{i}": field.name for i, field in enumerate(entity.fields)},
         # No cycles through str, int, float, bool and datetime: not for the collector.
         gc=False)
+    # {"name":value,...}: braces, and per required member its quoted name, a colon, its
+    # value and a comma (one comma too many, one brace too few: even).
+    min_item_bytes = 1 + sum(len(f.name.encode()) + 4 + _min_value_bytes(f)
+                             for f in entity.fields if f.required)
     return FastReader(body=msgspec.json.Decoder(list[struct]),
                       item=msgspec.json.Decoder(struct),
-                      has_datetimes=any(f.kind is Kind.DATETIME for f in entity.fields))
+                      has_datetimes=any(f.kind is Kind.DATETIME for f in entity.fields),
+                      min_item_bytes=min_item_bytes)

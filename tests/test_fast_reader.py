@@ -14,6 +14,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,8 +26,9 @@ from schemas.models import Unvalidated, model_for
 from schemas.registry import default_registry
 from tests.test_fuzz_batch import body as hostile_body
 from worker import errors
-from worker.validation import read_items, read_with_pydantic
+from worker.validation import read_items, read_with_pydantic, refuse_too_many_items
 
+MAX_ITEMS = 10_000
 DIFF = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -182,7 +184,7 @@ def _read(read: Any, entity: Entity, body: bytes) -> Any:
 
 def assert_same_reading(entity: Entity, body: bytes) -> None:
     model = model_for(entity)
-    fast = _read(lambda b: read_items(entity, model, b), entity, body)
+    fast = _read(lambda b: read_items(entity, model, b, MAX_ITEMS), entity, body)
     slow = _read(lambda b: read_with_pydantic(model, b), entity, body)
     if isinstance(fast, tuple) or isinstance(slow, tuple):  # a whole-body refusal
         assert fast == slow
@@ -227,7 +229,7 @@ def test_long_fractions_of_a_second_are_left_to_pydantic(text: str, fast: bool) 
     body = f'[{{"code":"a","count":1,"at":{text}}}]'.encode()
     assert reader.may_read(body) is fast
     assert_same_reading(PROBE, body)
-    (row,) = read_items(PROBE, model_for(PROBE), body)
+    (row,) = read_items(PROBE, model_for(PROBE), body, MAX_ITEMS)
     assert row.__class__ is (tuple if fast else dict)
     assert read_with_pydantic(model_for(PROBE), body)[0]["at"].microsecond == 123456
 
@@ -244,9 +246,53 @@ def test_a_clean_body_is_read_by_the_fast_reader_and_a_bad_item_by_pydantic() ->
     good = '{"code":"a","count":1,"at":"2024-01-02T03:04:05Z"}'
     bad = '{"code":"toolong","count":1,"at":"2024-01-02T03:04:05Z"}'
     model = model_for(PROBE)
-    clean = read_items(PROBE, model, f"[{good},{good}]".encode())
+    clean = read_items(PROBE, model, f"[{good},{good}]".encode(), MAX_ITEMS)
     assert [item.__class__ for item in clean] == [tuple, tuple]
-    mixed = read_items(PROBE, model, f"[{good},{bad},{good}]".encode())
+    mixed = read_items(PROBE, model, f"[{good},{bad},{good}]".encode(), MAX_ITEMS)
     assert [item.__class__ for item in mixed] == [tuple, Unvalidated, tuple]
     assert mixed[0] == ("a", None, 1, None, None, None,
                         dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC), None)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(probe_body, st.integers(1, 6))
+def test_bodies_over_the_item_limit_are_refused_as_before(body: bytes, limit: int) -> None:
+    """A short body of clean items is not counted before it is read: the answer, a 413
+    included, is still the one counting first gives."""
+    model = model_for(PROBE)
+
+    def counted_first(b: bytes) -> Any:
+        refuse_too_many_items(PROBE, b, limit)
+        items = read_with_pydantic(model, b)
+        if len(items) > limit:
+            raise errors.TooLarge(f"{len(items)} items is over the limit of {limit}")
+        return items
+
+    def as_the_worker(b: bytes) -> Any:
+        items = read_items(PROBE, model, b, limit)
+        if len(items) > limit:
+            raise errors.TooLarge(f"{len(items)} items is over the limit of {limit}")
+        return items
+
+    got, expected = _read(as_the_worker, PROBE, body), _read(counted_first, PROBE, body)
+    if isinstance(got, tuple) or isinstance(expected, tuple):
+        assert got == expected
+    else:
+        assert [how for how, _ in got] == [how for how, _ in expected]
+
+
+def test_no_clean_item_is_shorter_than_the_reader_assumes() -> None:
+    """The bound that skips counting: every entity's shortest clean item is at least
+    min_item_bytes long, so a body within max_items x that holds at most max_items."""
+    shortest = {Kind.TEXT: lambda f: "x" * (f.min_length or 0), Kind.INTEGER: lambda f: 0,
+                Kind.BOOLEAN: lambda f: True, Kind.DECIMAL: lambda f: 0,
+                Kind.DATETIME: lambda f: "2024-01-01T00:00:00"}
+    for entity in default_registry().entities:
+        reader = fast_reader_for(entity)
+        if reader is None:
+            continue
+        item = {f.name: shortest[f.kind](f) for f in entity.fields if f.required}
+        text = orjson.dumps(item)
+        assert reader.read_clean(b"[" + text + b"]") is not None, entity.name
+        assert len(text) >= reader.min_item_bytes, entity.name

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from schemas.entity import ENTRY_DATE, ENTRY_USER
 from worker.batch import CREATED, STALE, UPDATED, Batch, ItemStatus, Row, values_at
 from worker.statements import EntityStatements
@@ -17,9 +19,11 @@ from worker.statements import EntityStatements
 Key = tuple[Any, ...]
 
 
-@dataclass(slots=True)
-class KeyGroup:
-    """All valid items of one key, in request order, and the row that is written for them."""
+class KeyGroup(msgspec.Struct, gc=False):
+    """All valid items of one key, in request order, and the row that is written for them.
+
+    A msgspec Struct rather than a dataclass: one is made per valid item, and its C
+    constructor costs a third of a dataclass's.  It holds no cycles, hence gc=False."""
 
     key: Key
     indexes: list[int]

@@ -32,8 +32,7 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
     """Validate the JSON body item by item into ``batch`` (made empty): per item, its 400
     answer or its validated row, and the key it is answered under."""
     entity = batch.entity
-    refuse_too_many_items(entity, body, max_items)
-    items = read_items(entity, model, body)
+    items = read_items(entity, model, body, max_items)
     if len(items) > max_items:
         raise errors.TooLarge(f"{len(items)} items is over the limit of {max_items}")
 
@@ -84,23 +83,36 @@ def validate_items(batch: Batch, model: EntityModel, body: bytes, params: dict[s
         _echo_as_sent(batch.ids, sent, sent_as_text)
 
 
-def read_items(entity: Entity, model: EntityModel, body: bytes) -> list[Any]:
+def read_items(entity: Entity, model: EntityModel, body: bytes, max_items: int) -> list[Any]:
     """Each item of the body: its row (a tuple of its values in field order) where the
-    fast reader took it, else what pydantic made of it (a dict, or Unvalidated)."""
+    fast reader took it, else what pydantic made of it (a dict, or Unvalidated).
+
+    Bodies are counted first (:func:`refuse_too_many_items`) before anything reads them
+    item by item; a body too short to hold more than ``max_items`` clean items need not
+    be, if all its items are clean."""
     fast = fast_reader_for(entity)
-    read = fast.read(body) if fast is not None and fast.may_read(body) else None
-    if read is None:
+    if fast is None or not fast.may_read(body):
+        refuse_too_many_items(entity, body, max_items)
         return read_with_pydantic(model, body)
-    items, clean = read
-    if not clean:
-        for i, item in enumerate(items):
-            if item.__class__ is not tuple:  # its JSON text: pydantic reads it as in a body
-                try:
-                    items[i] = model.batch.validate_json(b"[" + bytes(item) + b"]")[0]
-                except ValidationError:
-                    # JSON that msgspec reads and pydantic does not (nested deeper than
-                    # pydantic's parser allows): the body is malformed, as pydantic says.
-                    return read_with_pydantic(model, body)
+    counted = not fast.holds_at_most(max_items, body)
+    if counted:
+        refuse_too_many_items(entity, body, max_items)
+    rows = fast.read_clean(body)
+    if rows is not None:
+        return rows
+    if not counted:
+        refuse_too_many_items(entity, body, max_items)
+    items = fast.read_each(body)
+    if items is None:
+        return read_with_pydantic(model, body)
+    for i, item in enumerate(items):
+        if item.__class__ is not tuple:  # its JSON text: pydantic reads it as in a body
+            try:
+                items[i] = model.batch.validate_json(b"[" + bytes(item) + b"]")[0]
+            except ValidationError:
+                # JSON that msgspec reads and pydantic does not (nested deeper than
+                # pydantic's parser allows): the body is malformed, as pydantic says.
+                return read_with_pydantic(model, body)
     return items
 
 
