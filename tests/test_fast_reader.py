@@ -296,3 +296,23 @@ def test_no_clean_item_is_shorter_than_the_reader_assumes() -> None:
         text = orjson.dumps(item)
         assert reader.read_clean(b"[" + text + b"]") is not None, entity.name
         assert len(text) >= reader.min_item_bytes, entity.name
+
+
+_GOOD = b'{"code":"a","count":1,"at":"2024-01-02T03:04:05Z"}'
+
+
+@pytest.mark.parametrize("body", [
+    # what JSON calls whitespace, and what it does not, around and inside items
+    *(ws + b"[" + _GOOD + b"]" for ws in (b" \t\r\n", b"\x0c", b"\x0b", b"\xc2\xa0",
+                                          b"\xef\xbb\xbf")),
+    *(b"[" + _GOOD + ws + b"]" for ws in (b"\n", b"\x0c", b"\x00")),
+    # bytes that are not UTF-8, in a value and in a name
+    b'[{"code":"\xff","count":1,"at":"2024-01-02T03:04:05Z"}]',
+    b'[{"code":"\xed\xa0\x80","count":1,"at":"2024-01-02T03:04:05Z"}]',
+    b'[{"co\xc0\xafde":"a","count":1,"at":"2024-01-02T03:04:05Z"}]',
+    # numbers past every bound
+    b'[{"code":"a","count":1,"amount":' + b"9" * 400 + b',"at":"2024-01-02T03:04:05Z"}]',
+    b'[{"code":"a","count":' + b"9" * 400 + b',"at":"2024-01-02T03:04:05Z"}]',
+])
+def test_edge_bodies_are_read_as_pydantic_reads_them(body: bytes) -> None:
+    assert_same_reading(PROBE, body)
