@@ -1,4 +1,7 @@
-"""Strict pydantic validators derived from the entity declarations.
+"""Strict pydantic validators derived from the entity declarations: what validation means.
+
+The worker reads clean bodies with the fast reader (schemas/fast.py), which accepts only
+what these accept; these read every body or item it refuses, and name every problem.
 
 One ``TypeAdapter`` per entity validates a whole JSON body in one call (``validate_json``)
 into plain dicts keyed by the canonical JSON names, handing back each item that fails as
