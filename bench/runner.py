@@ -509,6 +509,15 @@ class Bench:
             f"2x the naive peer means {n.total / 2:.1f} us per item in all (half the peer's "
             f"{n.total:.1f}), against {others:.1f} us that the worker's path spends outside "
             f"the worker.")
+        # The load generator does about the same work per item for both (the same bodies,
+        # a reply each): what it spent tells whether the machine's speed changed between
+        # the two rows, measured minutes apart.
+        ratio = f" ({w.load / n.load:.2f}x)" if n.load > 0 else ""
+        notes.append(
+            f"The machine's speed between the naive peer's {worker.size:,}-item row and the "
+            f"worker's: the load generator, whose work per item is about the same for both, "
+            f"spent {n.load:.1f} and {w.load:.1f} us per item{ratio}; far from 1, every "
+            f"figure of the later row reads that much off.")
 
 
 async def _seed(dsn: str) -> None:

@@ -63,6 +63,7 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert sum(c["total"] for c in measured) > 0
     assert any("A worker costing no CPU at all" in note for note in results["notes"])
     assert any("of updates only" in note for note in results["notes"])
+    assert any("The machine's speed between" in note for note in results["notes"])
     assert any("the fast reader) alone costs" in note and "validate_json" in note
                for note in results["notes"])
     assert any("0.8x the bare broker round trip means" in note for note in results["notes"])
