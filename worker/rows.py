@@ -94,14 +94,14 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
     found: list[set[Key]] = []
     positions = batches[0].entity.positions
     for check in statements.parent_checks:
-        fields = tuple(positions[name] for name in check.parent.fields)
-        if len(fields) == 1:  # the usual parent: one field, no tuple per row
-            (at,) = fields
+        parent_positions = tuple(positions[name] for name in check.parent.fields)
+        if len(parent_positions) == 1:  # the usual parent: one field, no tuple per row
+            (at,) = parent_positions
             values = {row[at] for batch in batches for _, row in batch.rows}
             values.discard(None)
             wanted: set[Key] = {(value,) for value in values}
         else:
-            key_of = values_at(fields)
+            key_of = values_at(parent_positions)
             wanted = {key_of(row) for batch in batches for _, row in batch.rows}
             wanted = {k for k in wanted if None not in k}
         if not wanted:
