@@ -180,6 +180,9 @@ class Entity:
             for name in parent.fields:
                 if name not in by_name:
                     raise ValueError(f"{self.name}: parent field {name!r} is not a field")
+        object.__setattr__(self, "_parent_positions",
+                           tuple(tuple(positions[name] for name in parent.fields)
+                                 for parent in self.parents))
 
     def field_named(self, name: str) -> Field:
         return self._by_name[name]  # type: ignore[attr-defined, no-any-return]
@@ -194,6 +197,11 @@ class Entity:
     def key_positions(self) -> tuple[int, ...]:
         """The key fields' positions in a row, in key order."""
         return self._key_positions  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def parent_positions(self) -> tuple[tuple[int, ...], ...]:
+        """Per parent, in ``parents`` order, its fields' positions in a row."""
+        return self._parent_positions  # type: ignore[attr-defined, no-any-return]
 
     @property
     def key_fields(self) -> tuple[Field, ...]:

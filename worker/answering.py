@@ -71,9 +71,10 @@ def answer_missing_parents(batch: Batch, statements: EntityStatements,
     if not any(missing):
         return batch.rows
     kept = []
-    positions = batch.entity.positions
-    checks = [(check.parent, values_at(tuple(positions[f] for f in check.parent.fields)), keys)
-              for check, keys in zip(statements.parent_checks, missing, strict=True)]
+    checks = [(check.parent, values_at(positions), keys)
+              for check, positions, keys in zip(statements.parent_checks,
+                                                batch.entity.parent_positions, missing,
+                                                strict=True)]
     for index, row in batch.rows:
         problems = []
         for parent, parent_key_of, keys in checks:

@@ -92,9 +92,9 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
     """Per parent of the entity, the parent keys the batches' rows point at that have no
     parent record: one query per parent the rows point at."""
     found: list[set[Key]] = []
-    positions = batches[0].entity.positions
-    for check in statements.parent_checks:
-        parent_positions = tuple(positions[name] for name in check.parent.fields)
+    # The checks are made from the entity's parents, in order (worker/statements.py).
+    for check, parent_positions in zip(statements.parent_checks,
+                                       batches[0].entity.parent_positions, strict=True):
         if len(parent_positions) == 1:  # the usual parent: one field, no tuple per row
             (at,) = parent_positions
             values = {row[at] for batch in batches for _, row in batch.rows}
