@@ -10,6 +10,7 @@ from typing import Any
 from bench.data import PATH, Batches
 from schemas.models import model_for
 from schemas.registry import default_registry
+from worker.settings import LimitsSettings
 from worker.validation import read_items
 
 
@@ -21,7 +22,8 @@ def reading_us_per_item(batches: Batches, passes: int = 3) -> tuple[float, float
     route = default_registry().route(PATH)
     assert route is not None
     entity, model = route.entity, model_for(route.entity)
-    worker = _best(lambda body: read_items(entity, model, body, 10_000), batches, passes)
+    max_items = LimitsSettings().max_items  # the worker's default, as it runs in the bench
+    worker = _best(lambda body: read_items(entity, model, body, max_items), batches, passes)
     pydantic = _best(model.batch.validate_json, batches, passes)
     return worker, pydantic
 

@@ -110,13 +110,11 @@ def _min_value_bytes(field: Field) -> int:
 @cache
 def fast_reader_for(entity: Entity) -> FastReader | None:
     """The fast reader of ``entity``, or None where only pydantic may read its items."""
-    specs = [field.kind.spec for field in entity.fields]
-    if any(spec.fast_type is None for spec in specs):
-        return None
     struct_fields: list[Any] = []
     for i, field in enumerate(entity.fields):
         fast_type = field.kind.spec.fast_type
-        assert fast_type is not None
+        if fast_type is None:
+            return None
         value_type = fast_type(field)
         if field.nullable:
             value_type = value_type | None
