@@ -16,6 +16,10 @@ from aio_pika.abc import AbstractIncomingMessage
 
 JSON_CONTENT_TYPE = "application/json"
 
+# The longest message_id (the gateway's Idempotency-Key) a batch may carry, in UTF-8 bytes:
+# AMQP's short string, which is also what the processed-message record keeps.
+MAX_MESSAGE_ID_BYTES = 255
+
 # A request's headers, set by its producer; a reply carries them back.
 PATH_HEADER = "path"
 DATABASE_HEADER = "vbasoftware-database"
