@@ -104,6 +104,17 @@ def test_broken_gzip_is_malformed() -> None:
         prepare(samples.BENEFIT_PATH, body=truncated[:20], content_encoding="gzip")
 
 
+@pytest.mark.parametrize("after", [
+    gzip.compress(orjson.dumps([{"benefit_Code": "SMUGGLED"}])),  # a second member
+    b"trailing garbage",
+])
+def test_gzip_with_bytes_after_the_stream_is_malformed(after: bytes) -> None:
+    # Reading only the first member would apply part of the body and drop the rest.
+    body = gzip.compress(orjson.dumps([samples.benefit("B1")])) + after
+    with pytest.raises(errors.MalformedMessage, match="after the compressed stream"):
+        prepare(samples.BENEFIT_PATH, body=body, content_encoding="gzip")
+
+
 def test_producer_list_requires_a_known_user_id() -> None:
     config = settings(demo={"dsn": "postgresql://127.0.0.1/x", "producers": ["acme-loader"]})
     with pytest.raises(errors.Unauthenticated, match="requires the producer's user_id"):

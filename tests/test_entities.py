@@ -225,3 +225,22 @@ async def test_an_array_of_objects_is_checked_and_stored_as_jsonb(
     assert stored[null["criteria_Key"]] is None  # SQL NULL, not a JSON null
     assert await db.fetchval("SELECT jsonb_typeof(criteriadetails) FROM vbapi.criteria "
                              "WHERE criteria_key = $1", good["criteria_Key"]) == "array"
+
+
+async def test_a_nul_nested_in_an_array_of_objects_is_a_400_naming_the_field(
+        worker: Worker, producer: Producer, db: asyncpg.Connection) -> None:
+    """PostgreSQL's jsonb holds no NUL: one nested in a value or a key is the item's own
+    400, found before the write, and the other items are stored as usual."""
+    entity = default_registry().by_name("Criteria")
+    base = make_item(entity, 90, required_only=True)
+    key = base["criteria_Key"]
+    in_value = {**base, "criteriaDetails": [{"field": {"deep": ["a\u0000b"]}}]}
+    in_key = {**base, "criteria_Key": key + 1, "criteriaDetails": [{"x\u0000": 1}]}
+    good = {**base, "criteria_Key": key + 2, "criteriaDetails": [{"field": "Age"}]}
+    reply = await producer.call(path_for(entity, good), [in_value, in_key, good],
+                                routing_key=entity.name)
+    statuses = [(item["status"], item["body"]) for item in reply.body["data"]]
+    assert statuses == [(400, "criteriaDetails: must not contain a NUL character"),
+                        (400, "criteriaDetails: must not contain a NUL character"),
+                        (201, "Created")]
+    assert [r[0] for r in await db.fetch("SELECT criteria_key FROM vbapi.criteria")] == [key + 2]

@@ -126,3 +126,42 @@ class _OneConnection:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+async def test_items_of_one_key_are_applied_one_by_one_when_one_is_refused(
+        worker: Worker, producer: Producer, db: asyncpg.Connection) -> None:
+    """Issue 18, item 4: a refused item never changes the outcome of another item, even
+    one with the same key.  Merged into one row, the key's items all shared the merged
+    row's fate: refused together, or 'Created' for values a later item replaced."""
+    await db.execute(REFUSING_SQL)
+    first_ok = samples.benefit("K1", benefit_Category="MED", hipaA_Code="OK",
+                               benefit_Description="first")
+    refused = samples.benefit("K1", benefit_Category="MED", hipaA_Code="BAD",
+                              benefit_Description="refused")
+    last_ok = samples.benefit("K1", benefit_Category="MED", hipaA_Code="OK",
+                              benefit_Description="last")
+    # A refused item first: the next one of its key is then a create, as if it was alone.
+    refused_first = samples.benefit("K2", benefit_Category="MED", hipaA_Code="BAD")
+    then_ok = samples.benefit("K2", benefit_Category="MED", hipaA_Code="OK",
+                              benefit_Description="kept")
+    reply = await producer.call(samples.BENEFIT_PATH,
+                                [first_ok, refused, refused_first, last_ok, then_ok])
+
+    statuses = [item["status"] for item in reply.body["data"]]
+    assert statuses == [201, 400, 400, 200, 201], reply.body
+    assert reply.body["data"][1]["body"].startswith("hipaA_Code: ")
+    stored = dict(await db.fetch(
+        "SELECT benefit_code, benefit_description FROM vbapi.benefit ORDER BY 1"))
+    assert stored == {"K1": "last", "K2": "kept"}
+
+
+async def test_a_later_item_of_a_key_never_hides_an_earlier_refused_one(
+        worker: Worker, producer: Producer, db: asyncpg.Connection) -> None:
+    """The merged row was the last item's values, which the database took: the refused
+    first item was answered 'Created' although its values were never stored."""
+    await db.execute(REFUSING_SQL)
+    reply = await producer.call(samples.BENEFIT_PATH, [
+        samples.benefit("K3", benefit_Category="MED", hipaA_Code="BAD"),
+        samples.benefit("K3", benefit_Category="MED", hipaA_Code="OK")])
+    assert [item["status"] for item in reply.body["data"]] == [400, 201], reply.body
+    assert await db.fetchval("SELECT hipaa_code FROM vbapi.benefit") == "OK"

@@ -1,4 +1,4 @@
-"""How the database's results become each item's answer, pure: rows grouped by key, the
+"""How the database's results become each item's answer, pure: rows in rounds by key, the
 201/200/409 of an upsert's RETURNING, the 404 of a missing parent, the 400 of a value the
 database refused.  The writer (worker/writer.py) runs the statements; this says what they
 mean for every item.
@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 
-from schemas.entity import ENTRY_DATE, ENTRY_USER
 from worker.batch import CREATED, STALE, UPDATED, Batch, ItemStatus, Row, values_at
 from worker.statements import EntityStatements
 
@@ -20,49 +19,54 @@ Key = tuple[Any, ...]
 
 
 class KeyGroup(msgspec.Struct, gc=False):
-    """All valid items of one key, in request order, and the row that is written for them.
+    """One valid item of a round: its key, its index in the request, its row.
 
     A msgspec Struct rather than a dataclass: one is made per valid item, and its C
     constructor costs a third of a dataclass's.  It holds no cycles, hence gc=False."""
 
     key: Key
-    indexes: list[int]
+    index: int
     row: Row
 
 
-def group_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[KeyGroup]:
-    """Items of one key collapse into one row: the last item's values, as applying them one
-    by one would leave, but the first item's entry_* fields, which an update never changes.
-    Groups come sorted by key, so concurrent batches lock rows in one global order."""
+def rounds_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[list[KeyGroup]]:
+    """The items in rounds that the writer applies one after the other, each round with one
+    statement: round r holds the r-th item of every key, sorted by key (so concurrent
+    batches lock rows in one global order).
+
+    Items of one key are applied one by one, in request order, as the contract says: each
+    gets the answer of what happened to it (a later item is an update of an earlier one;
+    an item the database refuses fails alone, and the next item of its key is applied as
+    if it had never been sent).  Merging them into one row would answer every item of the
+    key with the merged row's fate.  The usual batch, no key twice, is one round."""
     entity = batch.entity
-    key_of = values_at(entity.key_positions)
     if len(entity.key_positions) == 1:
         # The usual key, one field: its values hash and sort faster than 1-tuples.
         (at,) = entity.key_positions
         values = [row[at] for _, row in rows]
         if len(set(values)) == len(values):  # the usual batch: no key twice
             order = sorted(range(len(values)), key=values.__getitem__)
-            return [KeyGroup((values[i],), [rows[i][0]], rows[i][1]) for i in order]
+            return [[KeyGroup((values[i],), rows[i][0], rows[i][1]) for i in order]] \
+                if rows else []
     else:
-        keys = [key_of(row) for _, row in rows]
+        keys = [values_at(entity.key_positions)(row) for _, row in rows]
         if len(set(keys)) == len(keys):
             order = sorted(range(len(keys)), key=keys.__getitem__)
-            return [KeyGroup(keys[i], [rows[i][0]], rows[i][1]) for i in order]
-    kept_from_first = [entity.positions[name] for name in (ENTRY_DATE, ENTRY_USER)
-                       if name in entity.positions]
-    groups: dict[Key, KeyGroup] = {}
+            return [[KeyGroup(keys[i], rows[i][0], rows[i][1]) for i in order]] \
+                if rows else []
+    return _rounds_of_repeated_keys(batch, rows)
+
+
+def _rounds_of_repeated_keys(batch: Batch, rows: Sequence[tuple[int, Row]]
+                             ) -> list[list[KeyGroup]]:
+    key_of = values_at(batch.entity.key_positions)
+    by_key: dict[Key, list[KeyGroup]] = {}
     for index, row in rows:
         key = key_of(row)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = KeyGroup(key, [index], row)
-        else:
-            merged = list(row)
-            for at in kept_from_first:
-                merged[at] = group.row[at]
-            group.indexes.append(index)
-            group.row = tuple(merged)
-    return [groups[k] for k in sorted(groups)]
+        by_key.setdefault(key, []).append(KeyGroup(key, index, row))
+    ordered = [by_key[k] for k in sorted(by_key)]
+    depth = max(len(items) for items in ordered)
+    return [[items[r] for items in ordered if r < len(items)] for r in range(depth)]
 
 
 def answer_missing_parents(batch: Batch, statements: EntityStatements,
@@ -114,30 +118,22 @@ def _keys(columns: Sequence[list[Any] | None]) -> frozenset[Key]:
     return frozenset(zip(*columns, strict=True))
 
 
-def answer_groups(batch: Batch, groups: Sequence[KeyGroup], written: Written) -> None:
-    """201/200 for the items of the groups the upsert wrote, 409 for the others."""
+def answer_round(batch: Batch, groups: Sequence[KeyGroup], written: Written) -> None:
+    """201/200 for the items of a round the upsert wrote, 409 for the others."""
     answers = batch.answers
     updated, created = written.updated, written.created
     if not updated and created is None:  # the usual batch of new keys: every row created
         for group in groups:
-            indexes = group.indexes
-            answers[indexes[0]] = CREATED
-            if len(indexes) > 1:  # the same key again in the batch: an update of the first
-                for index in indexes[1:]:
-                    answers[index] = UPDATED
+            answers[group.index] = CREATED
         return
     for group in groups:
-        key, indexes = group.key, group.indexes
+        key = group.key
         if key in updated:
-            answers[indexes[0]] = UPDATED
+            answers[group.index] = UPDATED
         elif created is None or key in created:
-            answers[indexes[0]] = CREATED
+            answers[group.index] = CREATED
         else:
-            for index in indexes:
-                answers[index] = STALE
-            continue
-        for index in indexes[1:]:  # the same key again in the batch: an update of the first
-            answers[index] = UPDATED
+            answers[group.index] = STALE
 
 
 def item_error(exc: BaseException, fields: Sequence[str] = ()) -> tuple[ItemStatus, str]:

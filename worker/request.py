@@ -73,4 +73,10 @@ def decode_body(body: bytes, content_encoding: str | None, limits: LimitsSetting
             f"decompressed body is over the limit of {limits.max_decompressed_bytes} bytes")
     if not inflater.eof:
         raise errors.MalformedMessage("body is not valid gzip: truncated stream")
+    if inflater.unused_data:
+        # A second gzip member, or bytes after the stream: reading only the first would
+        # silently apply part of what the producer sent.
+        raise errors.MalformedMessage(
+            f"body is not valid gzip: {len(inflater.unused_data)} bytes after the "
+            f"compressed stream (a second member or trailing data)")
     return out

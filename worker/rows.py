@@ -3,7 +3,9 @@ answering every valid item from what the database says (worker/answering.py).
 
 Missing parents are found with one query per parent table the rows point at, and those
 items answered 404.  The rows are upserted with one statement, in key order, so that
-concurrent writers lock rows in one global order and do not deadlock each other.  Batches
+concurrent writers lock rows in one global order and do not deadlock each other; a batch
+that repeats a key takes one statement per repetition (answering.rounds_by_key), so that
+its items are applied one by one, as the contract says.  Batches
 of one entity that share no key go in one statement together (no batch can see another's
 writes, so the answers are those of writing them one after the other); others are written
 one after the other, after taking the row locks of all their keys in that same order.
@@ -27,10 +29,10 @@ from worker.answering import (
     Key,
     KeyGroup,
     Written,
-    answer_groups,
     answer_missing_parents,
-    group_by_key,
+    answer_round,
     item_error,
+    rounds_by_key,
 )
 from worker.batch import Batch, ItemStatus, values_at
 from worker.statements import (
@@ -53,27 +55,31 @@ async def write_rows(conn: asyncpg.Connection, batches: list[Batch], *, isolate:
         return
     statements = statements_for(batches[0].entity)
     missing = await _missing_parents(conn, statements, batches)
-    written = [(batch, group_by_key(batch, answer_missing_parents(batch, statements, missing)))
+    written = [(batch, rounds_by_key(batch, answer_missing_parents(batch, statements, missing)))
                for batch in batches]
-    if not any(groups for _, groups in written):
-        return
-    if isolate:
-        # The bulk statement failed a moment ago: start by splitting, not by retrying it.
-        (batch, groups), = written
-        await _bisect(conn, batch, groups, known_bad=True)
-        return
-    try:
-        done = await _upsert(conn, statements, written)
-    except Exception as e:
-        if len(batches) > 1 or not errors.is_item_error(e):
-            raise
-        raise IsolateItems from e
-    for batch, groups in written:
-        answer_groups(batch, groups, done)
+    # Round r of every batch in one statement: the batches share no key, so their rounds
+    # commute, and a group costs one statement per round as a batch alone does.
+    for r in range(max(len(rounds) for _, rounds in written)):
+        step = [(batch, rounds[r]) for batch, rounds in written if r < len(rounds)]
+        if isolate:
+            # A statement of this batch failed a moment ago: each round under a savepoint,
+            # split until the refused items stand alone.
+            (batch, groups), = step
+            await _bisect(conn, batch, groups)
+            continue
+        try:
+            done = await _upsert(conn, statements, step)
+        except Exception as e:
+            if len(batches) > 1 or not errors.is_item_error(e):
+                raise
+            raise IsolateItems from e
+        for batch, groups in step:
+            answer_round(batch, groups, done)
 
 
 def _share_one_statement(batches: list[Batch]) -> bool:
-    """Whether the batches can be upserted with one statement: one entity, no key twice."""
+    """Whether the batches can be upserted with one statement per round: one entity, and
+    no key in two of them."""
     entity = batches[0].entity
     if any(batch.entity is not entity for batch in batches):
         return False
@@ -149,11 +155,11 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGr
     """Upsert under a savepoint; on an item error, split in halves until it is isolated.
 
     Returns whether ``groups`` went in with one statement.  ``known_bad`` says a statement
-    over these very groups just failed, so they are split without trying them again; and
-    when the left half then goes in whole, the right half must hold the bad item and is
-    split at once too.  Isolating one bad item among n thus costs about log2(n) statements.
-    (Should the failure have gone away meanwhile, nothing is lost: every item is still
-    written by some statement, or answered alone.)
+    over these very groups just failed, so they are split without trying them again: when
+    the left half goes in whole, the right half must hold the bad item and is split at
+    once.  Isolating one bad item among n thus costs about log2(n) statements.  (Should
+    the failure have gone away meanwhile, nothing is lost: every item is still written by
+    some statement, or answered alone.)
     """
     if not (known_bad and len(groups) > 1):
         statements = statements_for(batch.entity)
@@ -165,11 +171,10 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGr
                 raise
             if len(groups) == 1:
                 status, body = await _item_answer(conn, batch, e)
-                for index in groups[0].indexes:
-                    batch.answer(index, status, body)
+                batch.answer(groups[0].index, status, body)
                 return False
         else:
-            answer_groups(batch, groups, done)
+            answer_round(batch, groups, done)
             return True
     middle = len(groups) // 2
     left_whole = await _bisect(conn, batch, groups[:middle])

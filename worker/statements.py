@@ -142,7 +142,7 @@ def lock_rows_statement(entity: Entity) -> str:
     """Lock the stored rows of the given keys in the order the keys are given (args: one
     array per key field).  A group of batches (worker/rows.py) takes its row locks with
     it up front, keys sorted as a single batch's upsert takes them
-    (answering.group_by_key), so that groups and single batches lock in one global order
+    (answering.rounds_by_key), so that groups and single batches lock in one global order
     and do not deadlock."""
     key_fields = entity.key_fields
     args = ", ".join(f"${i + 1}::{_array_type(f.kind)}" for i, f in enumerate(key_fields))

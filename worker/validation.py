@@ -256,8 +256,19 @@ def _show_bound_value(value: Any) -> str:
 
 def _nul_problems(names: tuple[str, ...], row: tuple[Any, ...]) -> list[str]:
     return [f"{name}: must not contain a NUL character"
-            for name, value in zip(names, row, strict=True)
-            if isinstance(value, str) and "\x00" in value]
+            for name, value in zip(names, row, strict=True) if _holds_nul(value)]
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a value holds a NUL anywhere: PostgreSQL stores none in text, nor in jsonb
+    (an array of objects), where it may hide in a nested string or an object's key."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _item_id(entity: Entity, row: Any) -> list[dict[str, Any]]:
