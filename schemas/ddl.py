@@ -37,6 +37,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             ON {PROCESSED_TABLE} (processed_at);
         """,
     ),
+    (
+        2,
+        "processed messages: a message_id is its producer's, with the path and activity id",
+        # A message_id identifies a batch of its producer (the verified user_id, '' where
+        # there is none): another producer's equal id is another batch, never answered
+        # from this one's record.  Records made before keep '' as their producer.
+        f"""
+        ALTER TABLE {PROCESSED_TABLE}
+            ADD COLUMN IF NOT EXISTS producer text NOT NULL DEFAULT '',
+            ADD COLUMN IF NOT EXISTS path text,
+            ADD COLUMN IF NOT EXISTS activity_id text;
+        ALTER TABLE {PROCESSED_TABLE} DROP CONSTRAINT upsert_processed_message_pkey;
+        ALTER TABLE {PROCESSED_TABLE} ADD CONSTRAINT upsert_processed_message_pkey
+            PRIMARY KEY (producer, message_id);
+        """,
+    ),
 )
 
 BOOTSTRAP = f"""

@@ -289,3 +289,9 @@ def test_batch_timestamp_orders_writes_else_receive_time() -> None:
 def test_empty_batch_is_valid_and_empty() -> None:
     batch = prepare(samples.BENEFIT_PATH, [])
     assert batch.answers == [] and batch.rows == []
+
+
+def test_a_message_id_longer_than_the_record_keeps_is_malformed() -> None:
+    prepare(samples.BENEFIT_PATH, [samples.benefit()], message_id="é" * 127)  # 254 bytes
+    with pytest.raises(errors.MalformedMessage, match="message_id: 256 bytes is over the limit"):
+        prepare(samples.BENEFIT_PATH, [samples.benefit()], message_id="é" * 128)

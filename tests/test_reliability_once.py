@@ -10,10 +10,48 @@ from tests import samples
 from tests.producer import Producer
 from tests.reliability_support import lock_waiters, prepare
 from tests.running import running
+from tests.services import amqp_url
 from tests.waiting import wait_until
 from worker import expiry, writer
 from worker.settings import Settings
 from worker.statements import PROCESSED_LOOKUP
+
+
+async def test_a_message_id_belongs_to_its_producer(
+        vhost: str, settings: Settings, producer_user: tuple[str, str],
+        db: asyncpg.Connection) -> None:
+    """Issue 18, item 1: a second producer's batch with an id the first one used is its
+    own batch: applied, and answered with its own reply, never the first one's (which
+    would disclose the other producer's data and silently drop its own batch)."""
+    user, password = producer_user
+    async with running(settings), Producer(amqp_url(vhost)) as guest, \
+            Producer(amqp_url(vhost, user, password)) as acme:
+        first = await guest.call(samples.BENEFIT_PATH, [samples.benefit("GUEST-1")],
+                                 message_id="shared-id", user_id="guest")
+        other = await acme.call(samples.BENEFIT_PATH,
+                                [samples.benefit("ACME-1"), samples.benefit("ACME-2")],
+                                message_id="shared-id", user_id=user)
+        # The same producer again (a retry): the identical recorded reply, nothing written.
+        again = await acme.call(samples.BENEFIT_PATH,
+                                [samples.benefit("ACME-1"), samples.benefit("ACME-2")],
+                                message_id="shared-id", user_id=user)
+        too_long = await acme.call(samples.BENEFIT_PATH, [samples.benefit("ACME-3")],
+                                   message_id="m" * 255, user_id=user)
+
+    assert [d["id"][0]["value"] for d in first.body["data"]] == ["GUEST-1"]
+    assert [(d["id"][0]["value"], d["status"]) for d in other.body["data"]] == \
+        [("ACME-1", 201), ("ACME-2", 201)]
+    assert again.properties.body == other.properties.body
+    assert too_long.body["data"][0]["status"] == 201  # the longest id AMQP carries is fine
+    stored = {r[0] for r in await db.fetch("SELECT benefit_code FROM vbapi.benefit")}
+    assert stored == {"GUEST-1", "ACME-1", "ACME-2", "ACME-3"}
+    records = await db.fetch("SELECT producer, message_id, path, activity_id "
+                             "FROM vbapi.upsert_processed_message "
+                             "WHERE message_id = 'shared-id' ORDER BY producer")
+    assert [tuple(r)[:3] for r in records] == [
+        (user, "shared-id", samples.BENEFIT_PATH), ("guest", "shared-id", samples.BENEFIT_PATH)]
+    assert [r["activity_id"] for r in records] == [other.body["debug"]["activityID"],
+                                                   first.body["debug"]["activityID"]]
 
 
 async def row_version(db: asyncpg.Connection) -> list[tuple[str, str]]:
@@ -110,7 +148,7 @@ async def test_expiry_forgets_only_old_ids_in_chunks(dsn: str, db: asyncpg.Conne
         ANALYZE vbapi.upsert_processed_message;
     """)
     # The hot path looks a message id up by the primary key, never by a scan.
-    plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {PROCESSED_LOOKUP}", "new-1"))
+    plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {PROCESSED_LOOKUP}", "", "new-1"))
     assert "upsert_processed_message_pkey" in plan and "Seq Scan" not in plan
 
     monkeypatch.setattr(expiry, "EXPIRE_CHUNK_ROWS", 5000)

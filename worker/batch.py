@@ -77,6 +77,12 @@ class Batch:
     # (item index, validated row), in request order
     rows: list[tuple[int, Row]] = field(default_factory=list)
 
+    @property
+    def producer(self) -> str:
+        """Whose message_id this is: the verified user_id, '' where there is none.  The
+        processed-message record is keyed by both (worker/writer.py)."""
+        return self.user_id or ""
+
     def answer(self, index: int, status: ItemStatus, body: str) -> None:
         self.answers[index] = ItemAnswer(status, body)
 

@@ -19,7 +19,7 @@ from worker.batch import Batch
 from worker.request import Request, check_content_type, decode_body
 from worker.settings import Settings
 from worker.validation import validate_items
-from worker.wire import DATABASE_HEADER, PATH_HEADER, aware
+from worker.wire import DATABASE_HEADER, MAX_MESSAGE_ID_BYTES, PATH_HEADER, aware
 
 
 def prepare_batch(request: Request, settings: Settings, registry: Registry,
@@ -35,6 +35,13 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
         raise errors.MalformedMessage(f"missing header '{PATH_HEADER}'")
     if database is None:
         raise errors.MalformedMessage(f"missing header '{DATABASE_HEADER}'")
+    message_id = request.message_id
+    if message_id is not None and len(message_id.encode()) > MAX_MESSAGE_ID_BYTES:
+        # AMQP carries at most 255 bytes; a longer id can only come another way, and the
+        # record keeps no more.
+        raise errors.MalformedMessage(
+            f"message_id: {len(message_id.encode())} bytes is over the limit of "
+            f"{MAX_MESSAGE_ID_BYTES}")
     db_settings = settings.databases.get(database)
     if db_settings is None:
         raise errors.NotFound(f"database '{database}' is not configured")

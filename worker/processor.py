@@ -94,7 +94,7 @@ class Processor:
         up.set(1)
         m.DB_WRITE_TIME.observe(time.perf_counter() - started)
         if stored.replayed:
-            activity_id = orjson.loads(stored.body)["debug"]["activityID"]
+            activity_id = stored.activity_id or _activity_in(stored.body)
         return Answer(status=stored.status, body=stored.body, entity=batch.entity.name,
                       database=batch.database, path=batch.path,
                       status_counts=status_counts(batch), item_count=len(batch.answers),
@@ -111,7 +111,7 @@ class Processor:
             return None
         pool = await self.databases.pool(database)
         try:
-            row = await pool.fetchrow(PROCESSED_LOOKUP, message_id)
+            row = await pool.fetchrow(PROCESSED_LOOKUP, request.user_id or "", message_id)
         except Exception as e:
             raise (errors.classify_database_error(e) or e) from e
         if row is None:
@@ -124,7 +124,7 @@ class Processor:
                       entity=route.entity.name if route else None, database=database,
                       path=request.path, status_counts=dict(Counter(statuses)),
                       item_count=len(statuses), replayed=True,
-                      activity_id=reply["debug"]["activityID"])
+                      activity_id=row["activity_id"] or _activity_in(body))
 
     async def ensure_migrated(self, name: str) -> None:
         """Migrate the database unless done already; TransientFailure while it is down."""
@@ -157,3 +157,8 @@ class Processor:
         return Answer(status=error.status, body=problem_reply(error, path, activity_id),
                       entity=route.entity.name if route else None, database=request.database,
                       path=path, error=error, activity_id=activity_id)
+
+
+def _activity_in(reply: bytes) -> str:
+    """The activity id of a reply recorded before it was kept in a column of its own."""
+    return str(orjson.loads(reply)["debug"]["activityID"])

@@ -153,26 +153,31 @@ def lock_rows_statement(entity: Entity) -> str:
             f"JOIN {qualified(entity.table)} t ON {match} ORDER BY k.n FOR UPDATE OF t")
 
 
-PROCESSED_LOOKUP = f"SELECT status, reply FROM {PROCESSED_TABLE} WHERE message_id = $1"
+# The processed-message record is keyed by (producer, message_id): a message_id is its
+# producer's (the verified user_id, '' where there is none).
+PROCESSED_LOOKUP = (f"SELECT status, reply, activity_id FROM {PROCESSED_TABLE} "
+                    f"WHERE producer = $1 AND message_id = $2")
+# args: producers, message_ids
 PROCESSED_ANY = (f"SELECT EXISTS (SELECT 1 FROM {PROCESSED_TABLE} "
-                 f"WHERE message_id = ANY ($1::text[]))")
-# ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same message_id and
+                 f"WHERE (producer, message_id) IN (SELECT * FROM unnest($1::text[], $2::text[])))")
+# ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same record key and
 # returns no row if that one committed: the caller then rolls back and answers from it.
+# args: producer, message_id, path, activity_id, status, reply
 PROCESSED_RECORD = (
-    f"INSERT INTO {PROCESSED_TABLE} (message_id, status, reply) VALUES ($1, $2, $3) "
-    f"ON CONFLICT (message_id) DO NOTHING RETURNING 1"
+    f"INSERT INTO {PROCESSED_TABLE} (producer, message_id, path, activity_id, status, reply) "
+    f"VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (producer, message_id) DO NOTHING RETURNING 1"
 )
-# The records of a group of batches in one statement (args: ids, statuses, replies);
-# returns the ids it recorded, as PROCESSED_RECORD does for one.
+# The records of a group of batches in one statement (args: the same, an array each);
+# returns one row per record made, as PROCESSED_RECORD does for one.
 PROCESSED_RECORD_MANY = (
-    f"INSERT INTO {PROCESSED_TABLE} (message_id, status, reply) "
-    f"SELECT * FROM unnest($1::text[], $2::integer[], $3::bytea[]) "
-    f"ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+    f"INSERT INTO {PROCESSED_TABLE} (producer, message_id, path, activity_id, status, reply) "
+    f"SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::integer[], "
+    f"$6::bytea[]) ON CONFLICT (producer, message_id) DO NOTHING RETURNING 1"
 )
 # args: retention interval, chunk size.  SKIP LOCKED: two workers cleaning at once share
 # the work instead of waiting on each other.
 PROCESSED_EXPIRE = (
-    f"DELETE FROM {PROCESSED_TABLE} WHERE message_id = ANY (ARRAY("
-    f"SELECT message_id FROM {PROCESSED_TABLE} WHERE processed_at < now() - $1::interval "
-    f"LIMIT $2 FOR UPDATE SKIP LOCKED))"
+    f"DELETE FROM {PROCESSED_TABLE} WHERE (producer, message_id) IN ("
+    f"SELECT producer, message_id FROM {PROCESSED_TABLE} "
+    f"WHERE processed_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )

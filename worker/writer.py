@@ -50,6 +50,14 @@ class RecordedReply:
     body: bytes
     # True when the batch had been processed before and this is the recorded reply.
     replayed: bool
+    # The activity id in the body (a recorded reply keeps the one of its first answer);
+    # None for records made before it was kept in a column.
+    activity_id: str | None = None
+
+    @classmethod
+    def of(cls, stored: asyncpg.Record) -> RecordedReply:
+        """The reply as recorded, from a PROCESSED_LOOKUP row."""
+        return cls(stored["status"], bytes(stored["reply"]), True, stored["activity_id"])
 
 
 class GroupRefused(Exception):
@@ -102,14 +110,15 @@ async def commit_group(pool: asyncpg.Pool, batches: list[Batch]) -> list[Recorde
     Raises on anything unusual (:class:`GroupRefused` when it is known up front); nothing
     of the group is then committed, and the answers it gave must be forgotten.
     """
-    ids = [batch.message_id for batch in batches if batch.message_id is not None]
+    ids = [(batch.producer, batch.message_id) for batch in batches
+           if batch.message_id is not None]
     if len(set(ids)) != len(ids):
-        raise GroupRefused("the same message_id twice in one group")
+        raise GroupRefused("the same message_id of one producer twice in one group")
     async with pool.acquire() as conn:
         # Only a redelivery can have been answered before; for first deliveries the
         # records' insert finds a repeated message_id all the same.
         if (ids and not all(batch.first_delivery for batch in batches)
-                and await conn.fetchval(PROCESSED_ANY, ids)):
+                and await conn.fetchval(PROCESSED_ANY, *map(list, zip(*ids, strict=True)))):
             raise GroupRefused("a batch of the group was processed before")
         return await _transaction(conn, batches, isolate=False)
 
@@ -121,9 +130,9 @@ async def _commit_once(conn: asyncpg.Connection, batch: Batch) -> RecordedReply:
         # The primary key alone: a redelivery costs one index lookup.  A first delivery
         # skips it: should its id be recorded after all (a producer sent it twice), the
         # record's insert conflicts and the answer comes from the record then.
-        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.message_id)
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
         if stored is not None:
-            return RecordedReply(stored["status"], bytes(stored["reply"]), True)
+            return RecordedReply.of(stored)
     try:
         try:
             (reply,) = await _transaction(conn, [batch], isolate=False)
@@ -132,8 +141,8 @@ async def _commit_once(conn: asyncpg.Connection, batch: Batch) -> RecordedReply:
             (reply,) = await _transaction(conn, [batch], isolate=True)
         return reply
     except _AlreadyProcessed:
-        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.message_id)
-        return RecordedReply(stored["status"], bytes(stored["reply"]), True)
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
+        return RecordedReply.of(stored)
 
 
 async def _transaction(conn: asyncpg.Connection, batches: list[Batch], *,
@@ -142,22 +151,22 @@ async def _transaction(conn: asyncpg.Connection, batches: list[Batch], *,
         await write_rows(conn, batches, isolate=isolate)
         bodies = [batch_reply(batch) for batch in batches]
         await _record(conn, batches, bodies)
-    return [RecordedReply(MULTI_STATUS, body, False) for body in bodies]
+    return [RecordedReply(MULTI_STATUS, body, False, batch.activity_id)
+            for batch, body in zip(batches, bodies, strict=True)]
 
 
 async def _record(conn: asyncpg.Connection, batches: list[Batch], bodies: list[bytes]) -> None:
-    """Record each batch's reply under its message_id; raises _AlreadyProcessed if another
-    delivery of one of them committed first."""
-    ids, replies = [], []
-    for batch, body in zip(batches, bodies, strict=True):
-        if batch.message_id is not None:
-            ids.append(batch.message_id)
-            replies.append(body)
-    if len(ids) == 1:
-        recorded = await conn.fetchval(PROCESSED_RECORD, ids[0], MULTI_STATUS, replies[0])
-        if recorded is None:
+    """Record each batch's reply under its producer and message_id, with its path and
+    activity id; raises _AlreadyProcessed if another delivery of one of them committed
+    first."""
+    records = [(batch.producer, batch.message_id, batch.path, batch.activity_id,
+                MULTI_STATUS, body)
+               for batch, body in zip(batches, bodies, strict=True)
+               if batch.message_id is not None]
+    if len(records) == 1:
+        if await conn.fetchval(PROCESSED_RECORD, *records[0]) is None:
             raise _AlreadyProcessed
-    elif ids:
-        done = await conn.fetch(PROCESSED_RECORD_MANY, ids, [MULTI_STATUS] * len(ids), replies)
-        if len(done) != len(ids):
+    elif records:
+        columns = [list(column) for column in zip(*records, strict=True)]
+        if len(await conn.fetch(PROCESSED_RECORD_MANY, *columns)) != len(records):
             raise _AlreadyProcessed
