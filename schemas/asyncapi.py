@@ -313,9 +313,15 @@ def _channels(entities: list[str]) -> dict[str, Any]:
                 "retry copies coming back from the retry queues. A quorum queue, for its "
                 "x-delivery-count header: a batch that keeps crashing workers is answered "
                 "500 and dead-lettered after retry.max_deliveries deliveries. Nobody but the "
-                "worker consumes it."),
-            "bindings": _queue_binding(REQUEST_QUEUE,
-                                       **{"x-arguments": {"x-queue-type": "quorum"}}),
+                "worker consumes it. What the broker itself takes off it (a message over the "
+                "quorum queue's delivery limit, 20 by default from RabbitMQ 4.0) is "
+                f"dead-lettered to `{DEAD_QUEUE}`, at least once."),
+            "bindings": _queue_binding(REQUEST_QUEUE, **{"x-arguments": {
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": DEAD_QUEUE,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish"}}),
         },
         "replyTo": {
             # The producer names the queue per request; operationReply.address says where.
@@ -376,9 +382,13 @@ def _channels(entities: list[str]) -> dict[str, Any]:
                 "Batches answered with a whole-message problem: at once for 4xx, after the "
                 "retries for 503 and 500, after retry.max_deliveries deliveries for a poison "
                 "message (500). The worker publishes the dead letter, confirmed by "
-                "the broker, before it acknowledges the request."),
+                "the broker, before it acknowledges the request. Also what the broker "
+                f"dead-letters from `{REQUEST_QUEUE}` (x-first-death-reason, no "
+                "x-upsert-error-* headers). A classic queue, whatever the vhost's default "
+                "type: the dlq commands rely on it."),
             "messages": _channel_messages([DEAD_LETTER]),
-            "bindings": _queue_binding(DEAD_QUEUE),
+            "bindings": _queue_binding(DEAD_QUEUE,
+                                       **{"x-arguments": {"x-queue-type": "classic"}}),
         },
     }
 

@@ -11,6 +11,9 @@ from typing import Any
 from tests.services import amqp_url
 from worker.settings import Settings
 
+# The key every test's workers and commands share: required with producers lists, and
+# the same in a worker and the command it runs in another process.
+TEST_SIGNING_KEY = "test-signing-key"
 # What a TOML basic string must escape: the quote, the backslash and the control characters.
 _ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\",
             **{c: f"\\u{c:04X}" for c in [*range(0x20), 0x7F]}}
@@ -66,9 +69,11 @@ def merged(defaults: Mapping[str, Any], sections: Mapping[str, Any]) -> dict[str
 
 
 def make_settings(vhost: str, databases: dict[str, dict[str, Any]], **overrides: Any) -> Settings:
-    """Settings for a test: its vhost and databases, no metrics port, short retry delays."""
+    """Settings for a test: its vhost and databases, no metrics port, short retry delays,
+    the tests' signing key."""
     defaults: dict[str, Any] = {
-        "amqp": {"url": amqp_url(vhost), "publish_timeout_s": 10.0, "prefetch_count": 8},
+        "amqp": {"url": amqp_url(vhost), "publish_timeout_s": 10.0, "prefetch_count": 8,
+                 "signing_key": TEST_SIGNING_KEY},
         "databases": databases,
         "metrics": {"port": 0},
         "retry": {"delays_s": [0.2, 0.4], "max_deliveries": 3},

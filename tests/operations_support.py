@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.samples import benefit
 from tests.waiting import wait_until
 from worker import cli
-from worker.topology import DEAD_QUEUE
+from worker.topology import CLASSIC, DEAD_QUEUE
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -31,7 +31,7 @@ async def run_cli(args: Sequence[str], capsys: Any) -> tuple[int, str, str]:
     Its logging setup is skipped: it would point every logger of this test process at
     this test's captured stderr, which is closed once the test ends."""
     capsys.readouterr()
-    with mock.patch.object(cli, "configure_logging", lambda settings: None):
+    with mock.patch.object(cli, "configure_logging", lambda *_: None):
         code = await asyncio.to_thread(cli.main, list(args))
     out, err = capsys.readouterr()
     return code, out, err
@@ -58,9 +58,9 @@ async def channel_on(url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
 
 
 async def dead_count(url: str) -> int:
-    """Ready messages in vbapi.dead (declares it if need be)."""
+    """Ready messages in vbapi.dead (declares it if need be, as the worker does)."""
     async with channel_on(url) as channel:
-        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
+        queue = await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=CLASSIC)
         result = queue.declaration_result
         return int(result.message_count or 0)
 
@@ -94,7 +94,7 @@ async def put_dead_letters(url: str, count: int, status_of_n: Any = lambda n: 40
     async with conn:
         # Unconfirmed publishes for speed; the count is awaited below.
         fast = await conn.channel(publisher_confirms=False)
-        await fast.declare_queue(DEAD_QUEUE, durable=True)
+        await fast.declare_queue(DEAD_QUEUE, durable=True, arguments=CLASSIC)
         for n in range(count):
             await fast.default_exchange.publish(aio_pika.Message(
                 body=orjson.dumps([benefit(f"B{n}")]), content_type="application/json",

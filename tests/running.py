@@ -25,6 +25,10 @@ async def consuming(worker: Worker) -> AsyncIterator[Worker]:
         await asyncio.wait_for(task, timeout=30)
 
 
-def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[Worker]:
-    """A worker made from ``settings``, consuming until the block ends."""
-    return consuming(Worker(settings))
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker made from ``settings``, consuming until the block ends, its start-up
+    migrations settled (so that their log lines come before the block's own output)."""
+    async with consuming(Worker(settings)) as worker:
+        await asyncio.wait_for(worker.migrations_settled(), timeout=30)
+        yield worker

@@ -15,6 +15,8 @@ import contextlib
 import os
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -140,3 +142,12 @@ dsn_for = SERVICES.dsn_for
 def isolated_vhost() -> contextlib.AbstractContextManager[str]:
     """A test's own vhost; its deletion does not hold up the next test."""
     return SERVICES.vhost("test", delete_in_background=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH: its status and body, an error status included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

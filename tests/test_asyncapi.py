@@ -164,6 +164,9 @@ def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
     assert {k: retry_arguments[k] for k in topology.RETRY_ARGUMENTS} == \
         topology.RETRY_ARGUMENTS
     assert channels["requestQueue"]["address"] == topology.REQUEST_QUEUE
+    assert channels["requestQueue"]["bindings"]["amqp"]["x-arguments"] == \
+        topology.REQUEST_ARGUMENTS
+    assert channels["deadLetters"]["bindings"]["amqp"]["x-arguments"] == topology.CLASSIC
     assert channels["requests"]["bindings"]["amqp"]["exchange"]["name"] == \
         topology.REQUEST_EXCHANGE
     assert channels["replies"]["address"] == topology.REPLY_QUEUE

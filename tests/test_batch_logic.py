@@ -24,6 +24,7 @@ REGISTRY = default_registry()
 
 def settings(**databases: Any) -> Settings:
     return Settings(databases=databases or {"demo": {"dsn": "postgresql://127.0.0.1/x"}},
+                    amqp={"signing_key": "test-signing-key"},  # producers lists need one
                     limits={"max_body_bytes": 10_000, "max_decompressed_bytes": 20_000,
                             "max_items": 5})
 
@@ -284,6 +285,16 @@ def test_batch_timestamp_orders_writes_else_receive_time() -> None:
     batch = prepare(samples.BENEFIT_PATH, [samples.benefit()], timestamp=stamped)
     assert batch.source_ts == stamped.replace(tzinfo=dt.UTC)
     assert prepare(samples.BENEFIT_PATH, [samples.benefit()]).source_ts == NOW
+
+
+def test_a_timestamp_from_the_future_is_malformed() -> None:
+    """Issue 18, item 3: a timestamp far ahead would pin its rows against every later
+    batch; up to max_clock_skew_s (300 s) ahead of the first receipt is fine."""
+    near = NOW + dt.timedelta(seconds=300)
+    assert prepare(samples.BENEFIT_PATH, [samples.benefit()], timestamp=near).source_ts == near
+    with pytest.raises(errors.MalformedMessage, match=r"timestamp: .* is 301 s ahead"):
+        prepare(samples.BENEFIT_PATH, [samples.benefit()],
+                timestamp=NOW + dt.timedelta(seconds=301))
 
 
 def test_empty_batch_is_valid_and_empty() -> None:

@@ -16,6 +16,7 @@ from worker.client import (
     ItemResult,
     ItemsFailed,
     ProblemError,
+    PropertyTooLong,
     Reply,
     UpsertClient,
     UpsertTimeout,
@@ -68,6 +69,23 @@ async def test_a_timeout_says_the_batch_is_queued(vhost: str, settings: object) 
         await publish_batch(settings, database="demo",  # type: ignore[arg-type]
                             path=samples.ARMOR_PATH, body=b"[]", timeout_s=0.5)
     assert chosen.value.message_id and chosen.value.message_id in str(chosen.value)
+
+
+async def test_a_message_id_too_long_for_amqp_is_refused_before_publishing(
+        vhost: str, settings: Settings) -> None:
+    """AMQP carries a message_id in at most 255 UTF-8 bytes: a longer one is the caller's
+    mistake, said as such (a ValueError naming it), not as an encoding error of pamqp."""
+    async with UpsertClient(amqp_url(vhost), database="demo") as client:
+        with pytest.raises(PropertyTooLong, match="message_id is 256 bytes long") as e:
+            await client.send(samples.ARMOR_PATH, [], message_id="é" * 128)
+        assert isinstance(e.value, ValueError) and e.value.name == "message_id"
+        with pytest.raises(ValueError, match="correlation_id is 300 bytes"):
+            await client.upsert(samples.ARMOR_PATH, [], correlation_id="c" * 300)
+        # Nothing was sent, and the client still works: 255 bytes fit.
+        assert client.connection is not None
+        await declare_topology(await client.connection.channel(), settings.retry.delays_s)
+        with pytest.raises(UpsertTimeout):  # no worker runs: the batch waits, confirmed
+            await client.upsert(samples.ARMOR_PATH, [], message_id="m" * 255, timeout_s=0.3)
 
 
 async def test_large_bodies_are_sent_gzip_compressed(vhost: str, worker: Worker,

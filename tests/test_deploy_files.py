@@ -1,64 +1,40 @@
-"""Static checks of the deployment files (no Docker engine or cluster here): they parse,
-and every command, port, setting, probe path and metric they name is a real one."""
+"""Static checks of the Dockerfile, docker-compose.yml and the monitoring files (no Docker
+engine here): they parse, and every command, port, setting, probe and metric they name is
+a real one. deploy/k8s: tests/test_deploy_k8s.py, test_deploy_operators.py and
+test_deploy_schemas.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import tomllib
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
-from pydantic import BaseModel
 
-from worker import metrics
-from worker.cli import build_parser
-from worker.settings import (
-    DatabaseSettings,
-    MetricsSettings,
-    RetrySettings,
-    Settings,
-    load_settings,
+from tests.deploy_support import (
+    DEPLOY,
+    ROOT,
+    gateway_probe_status,
+    healthcheck_url,
+    parses_as_cli,
+    rabbitmq_conf,
+    settings_from_env,
+    worker_probe_status,
 )
-from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE, retry_queue_name
+from worker import metrics
+from worker.gateway import check_exposure
+from worker.settings import MetricsSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
 METRICS_PORT = MetricsSettings().port
 
 # The per-object series of RabbitMQ's rabbitmq_prometheus plugin the rules and dashboard use.
 RABBITMQ_METRICS = {"rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked",
                     "rabbitmq_queue_messages", "rabbitmq_queue_consumers"}
-
-
-def commands() -> set[str]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if a.dest == "command")
-    return set(action.choices)  # type: ignore[arg-type]
-
-
-def parses_as_cli(argv: list[str]) -> None:
-    """The arguments are accepted by the real command-line parser."""
-    assert argv and argv[0] in commands(), argv
-    build_parser().parse_args(argv)
-
-
-def rabbitmq_conf(text: str) -> dict[str, str]:
-    """The ``key = value`` lines of a rabbitmq.conf (sysctl format)."""
-    pairs = (line.split("=", 1) for line in text.splitlines()
-             if line.strip() and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def yaml_documents(path: Path) -> list[Any]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
 def worker_metric_names() -> set[str]:
@@ -82,51 +58,6 @@ def assert_known_metrics(exprs: list[str]) -> None:
     used = set().union(*(metric_names_in(e) for e in exprs))
     assert used, "no metric referenced"
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
-
-
-def is_real_setting(env_name: str) -> bool:
-    """UPSERT_A__B__C names a field of Settings (loading alone would silently ignore a
-    misspelt nested name)."""
-    if not env_name.startswith("UPSERT_"):
-        return False
-    parts = env_name.removeprefix("UPSERT_").lower().split("__")
-    model: type[BaseModel] = Settings
-    while parts:
-        name = parts.pop(0)
-        field = model.model_fields.get(name)
-        if field is None:
-            return False
-        if name == "databases":  # a dict: the next part is the logical database's name
-            if len(parts) < 2:
-                return False
-            parts.pop(0)
-            model = DatabaseSettings
-            continue
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-            continue
-        return not parts
-    return False
-
-
-def test_setting_name_check_refuses_misspellings() -> None:
-    assert is_real_setting("UPSERT_AMQP__URL")
-    assert is_real_setting("UPSERT_DATABASES__DEMO__DSN")
-    assert not is_real_setting("UPSERT_AMQP__URI")
-    assert not is_real_setting("UPSERT_DATABASES__DEMO__DNS")
-    assert not is_real_setting("UPSERT_METRICS")
-
-
-def settings_from_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                      config: Path | None = None) -> Settings:
-    for name in list(os.environ):
-        if name.startswith("UPSERT_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        assert is_real_setting(name), name
-        monkeypatch.setenv(name, value)
-    return load_settings(config)
 
 
 # --- Dockerfile ---------------------------------------------------------------------
@@ -165,7 +96,6 @@ def test_dockerfile_is_slim_non_root_and_runs_the_real_cli() -> None:
                 assert source not in ignored, source
 
 
-
 def test_dockerfile_env_is_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = dockerfile_instructions()
     env = dict(re.findall(r"(UPSERT_\w+)=(\S+)", " ".join(v for k, v in steps if k == "ENV")))
@@ -179,28 +109,64 @@ def compose() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
 
 
-def test_compose_runs_broker_database_migrations_and_worker(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["migrate", "worker", "gateway"])
+def test_compose_process_loads_its_configuration(name: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    service = compose()["services"][name]
+    assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+    parses_as_cli(service["command"])
+    settings = settings_from_env(service["environment"], monkeypatch)
+    if name == "gateway":
+        check_exposure(settings.gateway)  # it would refuse to start otherwise
+        assert f"{settings.gateway.host_port[1]}:{settings.gateway.host_port[1]}" in \
+            service["ports"]
+    else:
+        assert set(settings.databases) == {"demo"}
+        assert settings.metrics.port == METRICS_PORT
+
+
+def test_compose_runs_broker_database_migrations_and_worker() -> None:
     services = compose()["services"]
-    assert {"rabbitmq", "postgres", "migrate", "worker"} <= set(services)
     assert "management" in services["rabbitmq"]["image"]
     assert "15672:15672" in services["rabbitmq"]["ports"]
-    for name in ("migrate", "worker"):
-        service = services[name]
-        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
-        parses_as_cli(service["command"])
-        settings = settings_from_env(service["environment"], monkeypatch)
-        assert settings.metrics.port == METRICS_PORT
-        assert set(settings.databases) == {"demo"}
     assert services["migrate"]["command"] == ["migrate"]
     assert services["worker"]["command"] == ["run"]
     assert f"{METRICS_PORT}:{METRICS_PORT}" in services["worker"]["ports"]
     assert (services["worker"]["depends_on"]["migrate"]["condition"]
             == "service_completed_successfully")
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_compose_monitoring_profile_mounts_real_files() -> None:
+@pytest.mark.parametrize("name", ["worker", "gateway"])
+def test_compose_health_checks_ask_the_process_own_port(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = compose()["services"][name]
+    settings = settings_from_env(service["environment"], monkeypatch)
+    if name == "worker":  # the image's HEALTHCHECK: /healthz on $UPSERT_METRICS__PORT
+        assert "healthcheck" not in service
+        assert service["environment"]["UPSERT_METRICS__PORT"] == str(settings.metrics.port)
+        assert worker_probe_status(settings, "/healthz") == 200
+        return
+    url = urlsplit(healthcheck_url(service["healthcheck"]["test"]))
+    assert url.hostname == "127.0.0.1"
+    assert url.port == settings.gateway.host_port[1]
+    assert gateway_probe_status(settings, url.path) == 200
+
+
+def test_compose_postgres_health_check_goes_over_tcp() -> None:
+    """The image's first start runs a temporary server on the Unix socket only: a check
+    over the socket passes before the real server listens on TCP, where clients connect."""
+    postgres = compose()["services"]["postgres"]
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    host = test[test.index("-h") + 1]
+    assert host in ("127.0.0.1", "localhost")
+    assert test[test.index("-d") + 1] == postgres["environment"]["POSTGRES_DB"]
+
+
+def test_compose_monitoring_profile_scrapes_worker_and_gateway(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose()["services"]
     for name in ("prometheus", "grafana"):
         assert services[name]["profiles"] == ["monitoring"]
@@ -208,9 +174,13 @@ def test_compose_monitoring_profile_mounts_real_files() -> None:
             source = volume.split(":")[0]
             assert (ROOT / source).exists(), source
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"]
-               for job in scrape["scrape_configs"]}
-    assert targets["upsert-worker"] == [f"worker:{METRICS_PORT}"]
+    targets = {target for job in scrape["scrape_configs"]
+               for config in job["static_configs"] for target in config["targets"]}
+    gateway = settings_from_env(services["gateway"]["environment"], monkeypatch)
+    for service, port in (("worker", METRICS_PORT), ("gateway", gateway.gateway.host_port[1])):
+        assert f"{service}:{port}" in targets
+        assert service in services["prometheus"]["depends_on"]
+    assert gateway_probe_status(gateway, "/metrics") == 200
 
 
 def test_compose_cluster_profile_runs_three_clustered_brokers_not_by_default() -> None:
@@ -237,140 +207,6 @@ def test_compose_cluster_profile_runs_three_clustered_brokers_not_by_default() -
     for name, service in services.items():  # nothing started by default needs them
         if "profiles" not in service:
             assert not set(service.get("depends_on", {})) & set(nodes), name
-
-
-# --- Kubernetes ---------------------------------------------------------------------
-
-def k8s_objects() -> dict[str, dict[str, Any]]:
-    objects = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml_documents(path):
-            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
-    return objects
-
-
-def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == present - {"secret.example.yaml"}
-
-
-def test_deployment_probes_ports_and_settings(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
-    objects = k8s_objects()
-    deployment = objects["Deployment/upsert-worker"]
-    pod = deployment["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    parses_as_cli(container["args"])
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": METRICS_PORT}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-
-    # The mounted ConfigMap plus the Secret-backed environment load as real settings.
-    config_map = objects["ConfigMap/upsert-worker"]
-    [mount] = container["volumeMounts"]
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert volume["configMap"]["name"] == "upsert-worker"
-    config_arg = container["args"][container["args"].index("--config") + 1]
-    file_name = Path(config_arg).name
-    assert Path(config_arg).parent == Path(mount["mountPath"])
-    config = tmp_path / file_name
-    config.write_text(config_map["data"][file_name])
-    secret = objects["Secret/upsert-worker"]["stringData"]
-    env = {}
-    for item in container["env"]:
-        ref = item["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == "upsert-worker" and ref["key"] in secret
-        env[item["name"]] = secret[ref["key"]]
-    settings = settings_from_env(env, monkeypatch, config)
-    assert settings.metrics.port == METRICS_PORT
-    assert settings.databases["demo"].dsn.get_secret_value() == secret["demo-dsn"]
-    assert settings.databases["demo"].producers == ["acme-loader"]
-    assert settings.amqp.url.get_secret_value() == secret["amqp-url"]
-    # The pod gets its SIGTERM drain time, and more.
-    assert pod["terminationGracePeriodSeconds"] > settings.worker.shutdown_grace_s
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
-
-
-def test_pdb_and_keda_target_the_worker() -> None:
-    objects = k8s_objects()
-    labels = objects["Deployment/upsert-worker"]["spec"]["selector"]["matchLabels"]
-    assert objects["PodDisruptionBudget/upsert-worker"]["spec"]["selector"]["matchLabels"] == labels
-    scaled = objects["ScaledObject/upsert-worker"]["spec"]
-    assert scaled["scaleTargetRef"]["name"] == "upsert-worker"
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"]["queueName"] == "vbapi.requests"
-    assert trigger["metadata"]["mode"] == "QueueLength"
-    auth = objects[f"TriggerAuthentication/{trigger['authenticationRef']['name']}"]
-    [ref] = auth["spec"]["secretTargetRef"]
-    assert ref["parameter"] == "host"
-    assert ref["key"] in objects["Secret/upsert-worker"]["stringData"]
-
-
-def test_rabbitmq_cluster_has_three_nodes_and_the_worker_vhost_quorum_queues() -> None:
-    objects = k8s_objects()
-    cluster = objects["RabbitmqCluster/rabbitmq"]["spec"]
-    assert cluster["replicas"] == 3
-    assert cluster["image"] == compose()["services"]["rabbitmq"]["image"]
-    config = rabbitmq_conf(cluster["rabbitmq"]["additionalConfig"])
-    assert config["cluster_partition_handling"] == "pause_minority"
-    spreads = cluster["affinity"]["podAntiAffinity"]
-    [spread] = spreads["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert spread["topologyKey"] == "kubernetes.io/hostname"
-    # The vhost the worker's URL names: queues declared there without a type are quorum.
-    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
-    assert urlsplit(amqp_url).hostname.split(".")[0] == "rabbitmq"  # the cluster's Service
-    vhost = unquote(urlsplit(amqp_url).path[1:])
-    [vhost_spec] = [o["spec"] for o in objects.values() if o["kind"] == "Vhost"]
-    assert vhost_spec["name"] == vhost and vhost_spec["defaultQueueType"] == "quorum"
-    for obj in objects.values():
-        if obj["apiVersion"] == "rabbitmq.com/v1beta1" and obj["kind"] != "RabbitmqCluster":
-            assert obj["spec"]["rabbitmqClusterReference"] == {"name": "rabbitmq"}
-
-
-def test_retry_queues_dead_letter_at_least_once() -> None:
-    """The policy matches every retry queue the worker declares, in production's
-    configuration and by default, and no other of its queues."""
-    objects = k8s_objects()
-    policy = objects["Policy/vbapi-retry-at-least-once"]["spec"]
-    amqp_url = objects["Secret/upsert-worker"]["stringData"]["amqp-url"]
-    assert policy["vhost"] == unquote(urlsplit(amqp_url).path[1:])
-    assert policy["applyTo"] == "quorum_queues"
-    # The broker accepts at-least-once dead-lettering only with overflow reject-publish.
-    assert policy["definition"] == {"dead-letter-strategy": "at-least-once",
-                                    "overflow": "reject-publish"}
-    config = tomllib.loads(objects["ConfigMap/upsert-worker"]["data"]["worker.toml"])
-    delays = config["retry"]["delays_s"] + RetrySettings().delays_s
-    pattern = re.compile(policy["pattern"])
-    assert all(pattern.search(retry_queue_name(d)) for d in delays)
-    assert not any(pattern.search(q) for q in (REQUEST_QUEUE, REPLY_QUEUE, DEAD_QUEUE))
-
-
-def test_postgres_cluster_commits_to_a_synchronous_standby() -> None:
-    objects = k8s_objects()
-    cluster = objects["Cluster/postgres"]["spec"]
-    assert cluster["instances"] == 3
-    # One way to say it: the old minSyncReplicas/maxSyncReplicas would fall back to
-    # asynchronous replication with no standby left, which `required` refuses.
-    assert not {"minSyncReplicas", "maxSyncReplicas"} & set(cluster)
-    sync = cluster["postgresql"]["synchronous"]
-    assert sync["method"] in ("any", "first")
-    assert 1 <= sync["number"] < cluster["instances"]
-    assert sync["dataDurability"] == "required"
-    assert cluster["postgresql"]["parameters"]["synchronous_commit"] in ("on", "remote_apply")
-    assert compose()["services"]["postgres"]["image"].split(":")[1] == \
-        cluster["imageName"].split(":")[1]
-    # The database and owner the worker's DSN names.
-    dsn = urlsplit(objects["Secret/upsert-worker"]["stringData"]["demo-dsn"])
-    assert cluster["bootstrap"]["initdb"] == {"database": dsn.path[1:], "owner": dsn.username}
-    assert cluster["affinity"]["podAntiAffinityType"] == "required"
 
 
 # --- Prometheus rules and Grafana dashboard -----------------------------------------

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from schemas.registry import default_registry
 from tests import samples
-from worker import errors, identity
+from worker import errors, identity, wire
 from worker.intake import prepare_batch
 from worker.replies import batch_reply, problem_reply
 from worker.request import Request
@@ -31,6 +31,7 @@ REGISTRY = default_registry()
 SETTINGS = Settings(
     databases={"demo": {"dsn": "postgresql://127.0.0.1/unused"},
                "guarded": {"dsn": "postgresql://127.0.0.1/unused", "producers": ["acme"]}},
+    amqp={"signing_key": "test-signing-key"},  # required by the producers list
     metrics={"port": 0},
     limits={"max_body_bytes": 64_000, "max_decompressed_bytes": 128_000, "max_items": 40})
 NOW = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
@@ -218,16 +219,35 @@ def test_hostile_header_values_are_read_without_failing(headers: dict[str, Any],
     received = time_header(headers, "x-upsert-received-at")
     assert received is None or received.tzinfo is not None
     assert header_text(headers, "path") is None or isinstance(header_text(headers, "path"), str)
-    carried = identity.verified_user(b"key", headers, "/p", "demo", payload)
-    # Without the key nobody forges a name.
-    assert carried is None
+    vouched = identity.verified(b"key", headers, envelope(payload))
+    # Without the key nobody forges a name or a receipt time.
+    assert vouched is None
 
 
-def test_a_signed_name_is_carried_and_a_tampered_one_is_not() -> None:
-    signed = identity.sign(b"key", "acme", "/p", "demo", b"[]")
-    assert identity.verified_user(b"key", signed, "/p", "demo", b"[]") == "acme"
-    assert identity.verified_user(b"key", signed, "/p", "demo", b"[1]") is None
-    forged = {**signed, identity.USER_HEADER: "mallory"}
-    assert identity.verified_user(b"key", forged, "/p", "demo", b"[]") is None
-    non_ascii = {**signed, identity.SIGNATURE_HEADER: "é" * 64}
-    assert identity.verified_user(b"key", non_ascii, "/p", "demo", b"[]") is None
+def envelope(body: bytes = b"[]", **changed: Any) -> identity.Envelope:
+    fields: dict[str, Any] = {"path": "/p", "database": "demo", "message_id": "m1",
+                              "timestamp": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                              "body": body}
+    return identity.Envelope(**{**fields, **changed})
+
+
+def test_a_signed_name_and_receipt_time_are_carried_and_tampered_ones_are_not() -> None:
+    """Issue 18, item 6: the signature covers message_id and timestamp too (and the first
+    receipt time, which orders a replay's writes), so a signed pair lifted onto another
+    batch, or a receipt time moved, is not believed."""
+    received = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    signed = identity.sign(b"key", "acme", received, envelope())
+    assert identity.verified(b"key", signed, envelope()) == identity.Vouched("acme", received)
+    anonymous = identity.sign(b"key", None, received, envelope())
+    assert identity.verified(b"key", anonymous, envelope()) == identity.Vouched(None, received)
+    for other in (envelope(b"[1]"), envelope(message_id="m2"), envelope(message_id=None),
+                  envelope(timestamp=dt.datetime(2027, 1, 1, tzinfo=dt.UTC)),
+                  envelope(timestamp=None), envelope(path="/q"), envelope(database="x")):
+        assert identity.verified(b"key", signed, other) is None, other
+    for forged in ({**signed, identity.USER_HEADER: "mallory"},
+                   {**signed, wire.RECEIVED_AT_HEADER: "2030-01-01T00:00:00+00:00"},
+                   {k: v for k, v in signed.items() if k != identity.USER_HEADER},
+                   {**anonymous, identity.USER_HEADER: "mallory"},
+                   {**signed, identity.SIGNATURE_HEADER: "é" * 64}):
+        assert identity.verified(b"key", forged, envelope()) is None
+    assert identity.verified(b"other key", signed, envelope()) is None

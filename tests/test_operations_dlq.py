@@ -30,6 +30,7 @@ from tests.services import amqp_url, rabbitmqctl
 from worker import deadletters, letters
 from worker.identity import SIGNATURE_HEADER, USER_HEADER
 from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
+from worker.wire import RECEIVED_AT_HEADER
 
 
 async def test_list_keeps_thousands_in_order(vhost: str, tmp_path: Path,
@@ -85,8 +86,10 @@ async def test_replay_subset_keeps_properties_and_order(vhost: str, tmp_path: Pa
     assert first.timestamp is not None and first.timestamp.replace(tzinfo=dt.UTC) == STAMP
     assert first.user_id is None and first.content_type == "application/json"
     assert first.body == orjson.dumps([benefit("B3")])
-    # The quorum queue counts deliveries afresh (the dead letter carried 2).
+    # The quorum queue counts deliveries afresh (the dead letter carried 2).  The first
+    # receipt time stays: the worker believes it where its signature holds (not here).
     assert first.headers == {"path": "/benefits-batch", "vbasoftware-database": "late",
+                             "x-upsert-received-at": "2024-05-01T11:59:59+00:00",
                              "x-delivery-count": 0}
     assert first.routing_key == "Benefit"
 
@@ -162,13 +165,71 @@ async def test_story_database_configured_late(vhost: str, dsn: str, tmp_path: Pa
             assert status_of(answers[1]) == 207
             assert [d["status"] for d in orjson.loads(answers[1].body)["data"]] == [201, 201]
             assert await dead_count(url) == 0
-        conn = await asyncpg.connect(late_dsn)
-        try:
-            codes = await conn.fetch("SELECT benefit_code, upsert_message_id"
-                                     " FROM vbapi.benefit ORDER BY 1")
-        finally:
-            await conn.close()
+        codes = await fetch_rows(late_dsn, "SELECT benefit_code, upsert_message_id"
+                                           " FROM vbapi.benefit ORDER BY 1")
         assert [(r[0], r[1]) for r in codes] == [("L1", sent), ("L2", sent)]
+
+
+async def fetch_rows(dsn: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+async def send_untimed(replies: Replies, code: str, text: str,
+                       headers: dict[str, str] | None = None) -> str:
+    """Publish a batch for database 'late' with no timestamp (the client library always
+    sets one): ordered by the time the worker first receives it."""
+    message_id = f"untimed-{code}-{text}"
+    await replies.client.exchange.publish(aio_pika.Message(
+        orjson.dumps([benefit(code, benefit_Description=text)]),
+        headers={"path": "/benefits-batch", "vbasoftware-database": "late", **(headers or {})},
+        content_type="application/json", message_id=message_id, correlation_id=message_id,
+        reply_to=replies.queue.name), routing_key="Benefit")
+    return message_id
+
+
+async def test_a_replay_never_overwrites_newer_data_even_without_timestamps(
+        vhost: str, dsn: str) -> None:
+    """Issue 18, item 3: a batch sent without a timestamp is ordered by the time the worker
+    first received it, and that time travels, signed, with its dead letter and replay.
+    Here it was dead-lettered because 'late' was not configured yet; a newer batch for the
+    same key is applied; the replay of the old one is then answered 409 and leaves the
+    newer row.  A producer's own receipt-time header is not believed."""
+    url = amqp_url(vhost)
+    async with isolated_database() as late_dsn, Replies(url) as replies:
+        before = make_settings(vhost, {"demo": {"dsn": dsn}})
+        async with running(before):
+            old = await send_untimed(replies, "K1", "old")
+            [refused] = await replies.wait_for(old)
+            assert status_of(refused) == 404
+            await wait_dead_count(url, 1)
+        [letter] = await deadletters.list_dead_letters(before)
+        assert RECEIVED_AT_HEADER in letter.headers and letter.message.timestamp is None
+
+        after = make_settings(vhost, {"demo": {"dsn": dsn}, "late": {"dsn": late_dsn}})
+        async with running(after):
+            newer = await send_untimed(replies, "K1", "newer")
+            [applied] = await replies.wait_for(newer)
+            assert [d["status"] for d in orjson.loads(applied.body)["data"]] == [201]
+
+            outcome = await deadletters.replay(after, deadletters.Selection(all_=True))
+            assert len(outcome.done) == 1 and not outcome.failed
+            replayed = (await replies.wait_for(old, count=2))[1]
+            assert [d["status"] for d in orjson.loads(replayed.body)["data"]] == [409]
+
+            # Claiming an early receipt time, unsigned, to win over the newer row: the
+            # header is ignored, and the batch is ordered by when it really arrived.
+            claimed = await send_untimed(replies, "K1", "claimed", headers={
+                RECEIVED_AT_HEADER: "2000-01-01T00:00:00+00:00"})
+            [answer] = await replies.wait_for(claimed)
+            assert [d["status"] for d in orjson.loads(answer.body)["data"]] == [200]
+        [row] = await fetch_rows(late_dsn, "SELECT benefit_description, upsert_message_id, "
+                                           "upsert_source_ts FROM vbapi.benefit")
+        assert (row[0], row[1]) == ("claimed", claimed)
+        assert row[2] > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
 
 async def test_replay_keeps_producer_identity_and_refuses_forgery(

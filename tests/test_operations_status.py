@@ -17,7 +17,7 @@ from tests.operations_support import put_dead_letters, run_cli
 from tests.producer import Producer
 from tests.running import running
 from tests.samples import benefit
-from tests.services import amqp_url, free_port
+from tests.services import amqp_url, free_port, http_get
 from worker.settings import Settings
 
 
@@ -86,12 +86,6 @@ async def test_status_takes_unacknowledged_from_the_management_api(
     assert "Basic " + base64.b64encode(b"ops:s3cret").decode() in seen[0]
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -109,11 +103,11 @@ async def test_metrics_and_probes_are_served(vhost: str, dsn: str, producer: Pro
                              metrics={"host": "127.0.0.1", "port": port})
     async with running(settings) as worker:
         assert worker.health is not None and worker.health.port == port
-        status, before = await asyncio.to_thread(_get, port, "/metrics")
+        status, before = await asyncio.to_thread(http_get, port, "/metrics")
         assert status == 200
         reply = await producer.call("/benefits-batch", [benefit("M1"), benefit("M2")])
         assert reply.status == 207
-        _, after = await asyncio.to_thread(_get, port, "/metrics")
+        _, after = await asyncio.to_thread(http_get, port, "/metrics")
         labels = {"entity": "Benefit", "database": "demo"}
         assert (_sample(after, "upsert_batches_total", outcome="answered", **labels)
                 - _sample(before, "upsert_batches_total", outcome="answered", **labels)) == 1
@@ -125,12 +119,12 @@ async def test_metrics_and_probes_are_served(vhost: str, dsn: str, producer: Pro
         assert _sample(after, "upsert_broker_connected") == 1
         assert _sample(after, "upsert_database_connected", database="demo") == 1
         assert "upsert_batches_in_flight" in after
-        assert await asyncio.to_thread(_get, port, "/healthz") == (200, "alive\n")
-        assert await asyncio.to_thread(_get, port, "/readyz") == (200, "ready\n")
-        assert (await asyncio.to_thread(_get, port, "/nope"))[0] == 404
+        assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "alive\n")
+        assert await asyncio.to_thread(http_get, port, "/readyz") == (200, "ready\n")
+        assert (await asyncio.to_thread(http_get, port, "/nope"))[0] == 404
     # Stopped: nothing listens any more.
     with pytest.raises(urllib.error.URLError):
-        await asyncio.to_thread(_get, port, "/healthz")
+        await asyncio.to_thread(http_get, port, "/healthz")
 
 
 async def test_not_ready_while_a_configured_database_is_unreachable(vhost: str, dsn: str) -> None:
@@ -139,8 +133,8 @@ async def test_not_ready_while_a_configured_database_is_unreachable(vhost: str, 
         vhost, {"demo": {"dsn": dsn}, "down": {"dsn": f"postgresql://127.0.0.1:{closed}/x"}},
         metrics={"host": "127.0.0.1", "port": port})
     async with running(settings):
-        assert await asyncio.to_thread(_get, port, "/healthz") == (200, "alive\n")
-        status, body = await asyncio.to_thread(_get, port, "/readyz")
+        assert await asyncio.to_thread(http_get, port, "/healthz") == (200, "alive\n")
+        status, body = await asyncio.to_thread(http_get, port, "/readyz")
         assert status == 503 and body == "not ready: database down unreachable\n"
-        _, metrics = await asyncio.to_thread(_get, port, "/metrics")
+        _, metrics = await asyncio.to_thread(http_get, port, "/metrics")
         assert _sample(metrics, "upsert_database_connected", database="down") == 0

@@ -221,3 +221,18 @@ async def test_overlapping_batches_under_group_commit_all_land(
     assert set(stored) == set(writers)
     assert all(stored[k] in writers[k] for k in stored)
     assert await db.fetchval("SELECT count(*) FROM vbapi.upsert_processed_message") == 48
+
+
+async def test_a_batch_from_the_future_is_refused_and_pins_nothing(
+        settings: Settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """Issue 18, item 3: a timestamp far ahead of the worker's clock would win over every
+    later write (each answered 409); it is a whole-message 400, dead-lettered."""
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    async with running(settings):
+        ahead = await producer.call(samples.BENEFIT_PATH, [samples.benefit("F1")],
+                                    timestamp=future)
+        now = await producer.call(samples.BENEFIT_PATH, [samples.benefit("F1")])
+    assert ahead.status == 400 and ahead.body["data"] is None
+    assert ahead.body["error"]["detail"].startswith("timestamp: ")
+    assert "ahead of the worker's clock" in ahead.body["error"]["detail"]
+    assert statuses(now) == [(201, "Created")]

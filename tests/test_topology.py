@@ -41,8 +41,14 @@ async def test_the_request_reply_and_retry_queues_are_quorum_queues(vhost: str) 
     queues = queue_types(vhost)
     names = [REQUEST_QUEUE, REPLY_QUEUE, *map(retry_queue_name, DELAYS_S)]
     assert {name: queues[name][0] for name in names} == dict.fromkeys(names, "quorum")
-    # The vhost's default type, as the `dlq` commands declare it (classic here).
-    assert queues[DEAD_QUEUE][0] == "classic"
+    # Declared classic explicitly, as the `dlq` commands need it.
+    assert queues[DEAD_QUEUE] == ("classic", {"x-queue-type": "classic"})
+    # Whatever the broker takes off the request queue (over its delivery limit) is
+    # dead-lettered to vbapi.dead, at least once.
+    assert queues[REQUEST_QUEUE][1] == {
+        "x-queue-type": "quorum", "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DEAD_QUEUE, "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish"}
     retry_args = queues[retry_queue_name(0.2)][1]
     assert retry_args["x-dead-letter-strategy"] == "at-least-once"
     assert retry_args["x-overflow"] == "reject-publish"

@@ -14,24 +14,32 @@ import asyncpg
 
 from schemas import ddl
 
+# How long a connection to a database may take to be made (asyncpg's default is 60 s): a
+# database that does not answer at all (a host gone, packets dropped) must fail fast enough
+# for the worker to start, and its batches to be retried, within seconds.
+CONNECT_TIMEOUT_S = 10.0
 
-async def connect_creating(dsn: str) -> asyncpg.Connection:
+
+async def connect_creating(dsn: str, timeout: float = CONNECT_TIMEOUT_S
+                           ) -> asyncpg.Connection:
     """Connect, creating the database first if it does not exist yet."""
     try:
-        return await asyncpg.connect(dsn)
+        return await asyncpg.connect(dsn, timeout=timeout)
     except asyncpg.InvalidCatalogNameError:
         pass
     name = unquote(urlsplit(dsn).path.lstrip("/"))
     if not name:
-        raise ValueError(f"cannot create a database without a name in the DSN: {dsn!r}")
-    admin = await asyncpg.connect(dsn, database="postgres")
+        # Not quoting the DSN: it may hold a password.
+        raise ValueError("cannot create a database without a name in the DSN")
+    admin = await asyncpg.connect(dsn, database="postgres", timeout=timeout)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        # Quoted as an identifier (a name may hold a '"' of its own).
+        await admin.execute(f"CREATE DATABASE {ddl.quote(name)}")
     except asyncpg.DuplicateDatabaseError:
         pass  # another worker made it first
     finally:
         await admin.close()
-    return await asyncpg.connect(dsn)
+    return await asyncpg.connect(dsn, timeout=timeout)
 
 
 @dataclass

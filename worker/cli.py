@@ -6,17 +6,21 @@ import argparse
 import asyncio
 import gc
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from worker.logs import configure_logging
+from worker.redaction import redact, secrets_of
 from worker.settings import Settings, load_settings
 
 
 def _common() -> argparse.ArgumentParser:
-    # --config is accepted anywhere among a command's options.
+    # --config is accepted anywhere on the command line: every parser, the top one and
+    # each command's and subcommand's, knows it.  SUPPRESS: a parser whose part of the
+    # line has none leaves it unset, instead of overwriting the one given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE",
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="TOML configuration file (default: $UPSERT_CONFIG, else built-in)")
     return common
 
@@ -24,7 +28,7 @@ def _common() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
-        prog="upsert-worker",
+        prog="upsert-worker", parents=[common],
         description="Create-or-update batches from RabbitMQ into PostgreSQL.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="queue depths and consumers; dead letters by status")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    dlq = commands.add_parser("dlq", help="list, show, replay or purge dead-lettered batches")
+    dlq = commands.add_parser("dlq", parents=[common],
+                              help="list, show, replay or purge dead-lettered batches")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_commands.add_parser("list", parents=[common],
                                        help="every dead letter, in queue order")
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(dlq_purge, with_status=False)
     dlq_purge.add_argument("--yes", action="store_true", help="really delete them")
 
-    schemas = commands.add_parser("schemas", help="entity declarations")
+    schemas = commands.add_parser("schemas", parents=[common], help="entity declarations")
     schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
     schemas_import = schemas_commands.add_parser(
         "import", parents=[common],
@@ -81,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("gateway", parents=[common],
                         help="serve the API's batch paths over HTTP until SIGTERM/SIGINT")
 
-    docs = commands.add_parser("docs", help="documents generated from the declarations")
+    docs = commands.add_parser("docs", parents=[common],
+                               help="documents generated from the declarations")
     docs_commands = docs.add_subparsers(dest="docs_command", required=True)
     for name, about in (("endpoints", "the table of every endpoint (markdown)"),
                         ("asyncapi", "the AsyncAPI 3.0 document for AMQP producers")):
@@ -105,15 +111,26 @@ def _add_selection(parser: argparse.ArgumentParser, *, with_status: bool) -> Non
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
     except Exception as e:
+        # The message names keys, never values (worker.settings.describe).
         print(f"upsert-worker: bad configuration: {e}", file=sys.stderr)
         return 2
-    configure_logging(settings.log)
+    configure_logging(settings.log, secrets_of(settings))
     command = args.command
     if command in ("dlq", "schemas", "docs"):
         command = f"{command} {getattr(args, command + '_command')}"
-    return int(_HANDLERS[command](settings, args))
+    try:
+        return int(_HANDLERS[command](settings, args))
+    except Exception as e:
+        # What Python would print, less the secrets a driver's message may quote.
+        print(_masked(settings, "".join(traceback.format_exception(e))), file=sys.stderr,
+              end="")
+        return 1
+
+
+def _masked(settings: Settings, text: object) -> str:
+    return redact(str(text), secrets_of(settings))
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -173,7 +190,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 applied = await migrate(settings.databases[name].dsn.get_secret_value())
             except Exception as e:
-                print(f"{name}: failed: {e}", file=sys.stderr)
+                print(f"{name}: failed: {_masked(settings, e)}", file=sys.stderr)
                 failed += 1
                 continue
             print(f"{name}: " + ("; ".join(applied) if applied else "up to date"))
@@ -195,7 +212,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 3
     except Exception as e:
-        print(f"upsert-worker: publish failed: {e}", file=sys.stderr)
+        print(f"upsert-worker: publish failed: {_masked(settings, e)}", file=sys.stderr)
         return 2
     print(format_reply(reply.body))
     return 0 if reply.status == 207 else 1

@@ -35,6 +35,7 @@ from worker.client_reply import (
     ItemsFailed,
     Problem,
     ProblemError,
+    PropertyTooLong,
     Reply,
     ReplyLost,
     UpsertError,
@@ -42,10 +43,10 @@ from worker.client_reply import (
 )
 from worker.nodes import Link, Nodes
 from worker.topology import REQUEST_EXCHANGE
-from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, PATH_HEADER
+from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, MAX_MESSAGE_ID_BYTES, PATH_HEADER
 
-__all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "Reply", "ReplyLost",
-           "UpsertClient", "UpsertError", "UpsertTimeout"]
+__all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "PropertyTooLong", "Reply",
+           "ReplyLost", "UpsertClient", "UpsertError", "UpsertTimeout"]
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 GZIP_MIN_BYTES = 256 * 1024
@@ -60,6 +61,7 @@ class ClientOptions(TypedDict, total=False):
     database: str | None            # the database of every batch that names none
     user_id: str | None             # the producer's AMQP user_id on every batch
     timeout_s: float                # per call (default 60)
+    publish_timeout_s: float        # for the broker's confirm of a publish (default timeout_s)
     gzip_min_bytes: int             # bodies this long or longer are sent gzip-compressed
     replies: str                    # "direct", "private" or a declared queue's name
     connection: AbstractConnection | None  # an open connection to use instead of url's
@@ -105,6 +107,7 @@ class UpsertClient:
         self.database = options.get("database")
         self.user_id = options.get("user_id")
         self.timeout_s = options.get("timeout_s", 60.0)
+        self.publish_timeout_s = options.get("publish_timeout_s", self.timeout_s)
         self.gzip_min_bytes = options.get("gzip_min_bytes", GZIP_MIN_BYTES)
         self.replies = replies
         self.connection = options.get("connection")
@@ -205,6 +208,9 @@ class UpsertClient:
         body = items if isinstance(items, bytes) else orjson.dumps(items)
         message_id = properties.pop("message_id", None) or uuid.uuid4().hex
         correlation_id = properties.pop("correlation_id", None) or message_id
+        _check_short_strings({**properties, "message_id": message_id,
+                              "correlation_id": correlation_id,
+                              "user_id": user_id or self.user_id})
         if len(body) >= self.gzip_min_bytes and "content_encoding" not in properties:
             body = gzip.compress(body, compresslevel=5)
             properties["content_encoding"] = "gzip"
@@ -230,7 +236,7 @@ class UpsertClient:
                 user_id=user_id or self.user_id,
                 timestamp=timestamp or dt.datetime.now(dt.UTC),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
-                routing_key=routing_key, timeout=self.timeout_s)
+                routing_key=routing_key, timeout=self.publish_timeout_s)
         except BaseException as e:
             self._waiting.pop(correlation_id, None)
             # Refused by the broker (a negative confirm): publish again on a new channel.
@@ -288,3 +294,14 @@ class UpsertClient:
 
         answered = await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks)))
         return [result for chunk in answered for result in chunk]
+
+
+def _check_short_strings(properties: dict[str, Any]) -> None:
+    """AMQP carries these properties as short strings (at most 255 UTF-8 bytes; a
+    message_id is also what the worker records): said here, naming the property, instead
+    of as an encoding error from deep inside the AMQP library."""
+    for name, value in properties.items():
+        if isinstance(value, str):
+            size = len(value.encode())
+            if size > MAX_MESSAGE_ID_BYTES:
+                raise PropertyTooLong(name, size, MAX_MESSAGE_ID_BYTES)

@@ -5,7 +5,9 @@
     ├── ReplyLost          the connection that would carry the reply was lost; the batch
     │                      is safe in the queue
     ├── ProblemError       a whole-message error (reply.problem): 400, 401, 403, 404, ...
-    └── ItemsFailed        raise_for_status(): some items were not 2xx
+    ├── ItemsFailed        raise_for_status(): some items were not 2xx
+    └── PropertyTooLong    (also a ValueError) a property AMQP cannot carry; nothing was
+                           published
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ class ReplyLost(UpsertError, ConnectionError):
                          f"it again with message_id={message_id!r} to get its reply (never "
                          f"applied twice)")
         self.message_id = message_id
+
+
+class PropertyTooLong(UpsertError, ValueError):
+    """A property AMQP carries as a short string (message_id, correlation_id, user_id,
+    content_type, ...) is longer than 255 UTF-8 bytes.  Raised before anything is sent."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        super().__init__(f"{name} is {size} bytes long in UTF-8; AMQP carries at most "
+                         f"{limit}")
+        self.name = name
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from worker import errors, identity
+from worker import errors
 from worker import metrics as m
 from worker.delivery import Delivery, log
 from worker.processor import Answer, Processor
@@ -35,7 +35,9 @@ from worker.wire import (
     JSON_CONTENT_TYPE,
     PATH_HEADER,
     RECEIVED_AT_HEADER,
+    SIGNATURE_HEADER,
     STATUS_HEADER,
+    USER_HEADER,
     aware,
     republished,
 )
@@ -44,6 +46,8 @@ from worker.wire import (
 HAND_BACK_PAUSE_S = 0.5
 # Headers the broker adds on delivery; a republished copy must not carry them along.
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
+# Headers the worker signs anew on every copy: a stale or forged one must not stay.
+_SIGNED_HEADERS = (USER_HEADER, RECEIVED_AT_HEADER, SIGNATURE_HEADER)
 
 
 class Consumer:
@@ -118,7 +122,7 @@ class Consumer:
         if answer.error is not None:
             await self.publish_dead_letter(delivery, answer.error)
         await delivery.message.ack()
-        _record(answer)
+        _record(answer, self.settings)
         _log_summary(delivery, answer)
 
     async def retry_or_give_up(self, delivery: Delivery, error: errors.UpsertError) -> None:
@@ -128,7 +132,6 @@ class Consumer:
         if attempts < len(delays):
             headers = self._republished_headers(delivery)
             headers[ATTEMPTS_HEADER] = attempts + 1
-            headers[RECEIVED_AT_HEADER] = delivery.received_at.isoformat()
             await self.default_exchange.publish(
                 republished(delivery.message, headers),
                 routing_key=retry_queue_name(delays[attempts]),
@@ -173,11 +176,12 @@ class Consumer:
         m.DEAD_LETTERS.labels(status=str(error.status)).inc()
 
     def _republished_headers(self, delivery: Delivery) -> dict[str, Any]:
-        request = delivery.request
-        out = {k: v for k, v in request.headers.items() if k not in _BROKER_HEADERS}
-        if request.user_id and request.path and request.database:
-            out.update(identity.sign(self._signing_key, request.user_id, request.path,
-                                     request.database, request.body))
+        """The request's headers, less the broker's, plus the producer's name and the
+        first receipt time, signed: they order the batch's writes wherever it goes next
+        (a retry, a dead letter, a replay)."""
+        out = {k: v for k, v in delivery.request.headers.items()
+               if k not in _BROKER_HEADERS and k not in _SIGNED_HEADERS}
+        out.update(delivery.signed_headers(self._signing_key))
         return out
 
 
@@ -199,7 +203,9 @@ async def _hand_back(message: AbstractIncomingMessage) -> None:
     # channel refusing publishes) must not use up a batch's deliveries in a second.
     await asyncio.sleep(HAND_BACK_PAUSE_S)
     try:
-        await message.nack(requeue=True)
+        # reject, not nack: from RabbitMQ 4.3 on, a quorum queue counts a rejected delivery
+        # in x-delivery-count but not a nacked one, and the count must bound hand-backs too.
+        await message.reject(requeue=True)
     except Exception:  # the channel is gone; the broker requeues by itself
         pass
 
@@ -215,14 +221,17 @@ def _log_summary(delivery: Delivery, answer: Answer) -> None:
         duration_ms=round((time.perf_counter() - delivery.started) * 1000, 1))
 
 
-def _record(answer: Answer) -> None:
-    entity, database = answer.entity or "unknown", answer.database or "unknown"
+def _record(answer: Answer, settings: Settings) -> None:
+    # The entity is the registry's (or none); the database only a configured one.
+    entity = answer.entity or "unknown"
+    database = m.database_label(answer.database, settings.databases)
     result = "dead_lettered" if answer.dead_letter else (
         "replayed" if answer.replayed else "answered")
     m.BATCHES.labels(entity=entity, database=database, outcome=result).inc()
     if answer.replayed:
         m.REDELIVERIES_ANSWERED.inc()
     for status, count in answer.status_counts.items():
-        m.ITEMS.labels(entity=entity, database=database, status=str(status)).inc(count)
+        m.ITEMS.labels(entity=entity, database=database,
+                       status=m.item_status_label(status)).inc(count)
     if answer.item_count:
         m.BATCH_SIZE.observe(answer.item_count)

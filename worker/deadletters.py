@@ -27,7 +27,7 @@ from schemas.registry import default_registry
 from worker.letters import DeadLetter, dead_letters
 from worker.nodes import connect_first
 from worker.settings import Settings
-from worker.topology import DEAD_QUEUE, declare_topology
+from worker.topology import DEAD_QUEUE, declare_dead_queue, declare_topology
 from worker.wire import (
     ATTEMPTS_HEADER,
     DEAD_ACTIVITY_HEADER,
@@ -38,16 +38,16 @@ from worker.wire import (
     ERROR_DETAIL_HEADER,
     ERROR_STATUS_HEADER,
     ERROR_TITLE_HEADER,
-    RECEIVED_AT_HEADER,
     republished,
 )
 
 # What the worker added when it dead-lettered the batch, and what the broker added on the
-# way: a replayed batch starts afresh without them.  The signed identity headers stay.
+# way: a replayed batch starts afresh without them.  The signed headers stay: the
+# producer's name, and the time the worker first received the batch, by which the
+# replay's writes are ordered (never over newer data).
 DROPPED_HEADERS = frozenset({
     ERROR_STATUS_HEADER, ERROR_TITLE_HEADER, ERROR_DETAIL_HEADER, ATTEMPTS_HEADER,
-    DEAD_LETTERED_AT_HEADER, DEAD_ACTIVITY_HEADER, RECEIVED_AT_HEADER,
-    DELIVERY_COUNT_HEADER, DEATH_HEADER,
+    DEAD_LETTERED_AT_HEADER, DEAD_ACTIVITY_HEADER, DELIVERY_COUNT_HEADER, DEATH_HEADER,
 })
 # A holding read stops when the queue's count is reached, or when nothing came for this
 # long (another command may hold some of them).
@@ -106,9 +106,13 @@ async def holding(settings: Settings, progress: Progress | None = None
                                      connection_name="upsert-worker dlq")
     async with connection:
         channel = await connection.channel()
+        # As the worker declares it: a classic queue, whatever the vhost's default type.
+        queue = await declare_dead_queue(channel)
+        if queue is None:
+            raise RuntimeError(f"queue {DEAD_QUEUE} unavailable (its node down?)")
         # No prefetch limit: the broker sends the whole queue at once, in queue order.
+        # (Set after the declaration, which may have reopened the channel.)
         await channel.set_qos(prefetch_count=0)
-        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
         result = queue.declaration_result
         expected = (result.message_count or 0) if result is not None else 0
         received: list[AbstractIncomingMessage] = []

@@ -18,10 +18,9 @@ from worker.request import Request
 from worker.wire import (
     ATTEMPTS_HEADER,
     DELIVERY_COUNT_HEADER,
-    RECEIVED_AT_HEADER,
+    SIGNATURE_HEADER,
     aware,
     int_header,
-    time_header,
 )
 
 log = get_logger("worker.consumer")
@@ -47,40 +46,57 @@ class Delivery:
         headers = dict(message.headers or {})
         attempts = int_header(headers, ATTEMPTS_HEADER)
         delivery_count = int_header(headers, DELIVERY_COUNT_HEADER)
-        request = _request(message, headers, signing_key,
+        request = _request(message, headers,
                            first_delivery=not message.redelivered and attempts == 0
                            and delivery_count == 0)
+        vouched = _vouched(request, signing_key)
+        if vouched is not None and request.user_id is None and vouched.user_id:
+            # A batch the worker (or `dlq replay`) republished carries its producer's name
+            # in a signed header instead of user_id.
+            request = dataclasses.replace(request, user_id=vouched.user_id)
         activity_id = new_activity_id()
         return cls(
             message=message, request=request, attempts=attempts,
             deliveries=delivery_count + 1,
-            received_at=time_header(headers, RECEIVED_AT_HEADER) or dt.datetime.now(dt.UTC),
+            # Kept across retries, dead letters and replay, where the worker vouched for
+            # it; a producer's own header is no receipt time.
+            received_at=vouched.received_at if vouched else dt.datetime.now(dt.UTC),
             activity_id=activity_id, started=time.perf_counter(),
             log=log.bind(activity_id=activity_id, message_id=message.message_id,
                          correlation_id=message.correlation_id, path=request.path,
                          database=request.database))
 
+    def signed_headers(self, signing_key: bytes) -> dict[str, str]:
+        """The signed producer name and first receipt time for a copy the worker sends on."""
+        return identity.sign(signing_key, self.request.user_id, self.received_at,
+                             envelope_of(self.request))
 
-def _request(message: AbstractIncomingMessage, headers: dict[str, Any], signing_key: bytes,
-             *, first_delivery: bool) -> Request:
-    request = Request(
+
+def envelope_of(request: Request) -> identity.Envelope:
+    """What the worker's signature on a republished copy of the request is bound to."""
+    return identity.Envelope(path=request.path, database=request.database,
+                             message_id=request.message_id, timestamp=request.timestamp,
+                             body=request.body)
+
+
+def _request(message: AbstractIncomingMessage, headers: dict[str, Any], *,
+             first_delivery: bool) -> Request:
+    return Request(
         body=message.body, headers=headers, content_type=message.content_type,
         content_encoding=message.content_encoding,
         # An empty id is no id: recorded, it would answer every other batch sent
         # with an empty id from the first one's record.
         message_id=message.message_id or None,
         correlation_id=message.correlation_id, reply_to=message.reply_to,
-        user_id=message.user_id,
+        user_id=message.user_id or None,
         timestamp=aware(message.timestamp) if message.timestamp else None,
         first_delivery=first_delivery)
-    if request.user_id is None and request.path and request.database:
-        # A batch the worker (or `dlq replay`) republished carries its producer's name
-        # in a signed header instead; an unsigned or forged one is ignored.
-        try:
-            carried = identity.verified_user(signing_key, headers, request.path,
-                                             request.database, message.body)
-        except Exception:  # hostile header values must not keep a message from an outcome
-            carried = None
-        if carried is not None:
-            request = dataclasses.replace(request, user_id=carried)
-    return request
+
+
+def _vouched(request: Request, signing_key: bytes) -> identity.Vouched | None:
+    if SIGNATURE_HEADER not in request.headers:
+        return None  # a batch as its producer sent it: the usual case, no HMAC to compute
+    try:
+        return identity.verified(signing_key, request.headers, envelope_of(request))
+    except Exception:  # hostile header values must not keep a message from an outcome
+        return None

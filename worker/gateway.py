@@ -9,14 +9,22 @@ A system that calls the original HTTP API switches by changing its base URL:
 
 The gateway validates nothing itself: it publishes the request as a batch, as a producer
 would, and answers with the worker's reply body as is: 207, or the problem's own status.
-Only what the worker cannot know is answered here: 401 for a missing or unknown key, 413
-for a body over the limit before it is read whole, and 504 when the worker has not answered
-in time (the batch is queued, and a retry with the same Idempotency-Key gets its reply).
+Only what the worker cannot know is answered here, in the worker's problem shape (type,
+title, status, detail, instance, debug.activityID): 401 for a missing or unknown key, 400
+for an Idempotency-Key (or Content-Type, Content-Encoding) too long for AMQP, 413 for a body
+over the limit as soon as it is (before it is read whole, chunked or not), 503 when the
+broker did not confirm the batch, and 504 when the batch is queued but its reply did not
+come: not in time, or lost with the broker connection (a retry with the same
+Idempotency-Key gets its reply).  Broker errors are logged, never shown to HTTP clients.
+
+Without api_keys anyone who reaches the gateway may write every database: it then listens
+on loopback only (development), unless ``[gateway] allow_anonymous = true``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -25,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import orjson
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,10 +44,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Send
 
 from schemas.registry import default_registry
-from worker.client import UpsertClient, UpsertTimeout
+from worker import errors
+from worker.client import PropertyTooLong, ReplyLost, UpsertClient, UpsertTimeout
 from worker.gateway_openapi import openapi_document
 from worker.logs import get_logger
-from worker.settings import Settings
+from worker.replies import new_activity_id
+from worker.settings import GatewaySettings, Settings
 from worker.topology import declare_topology
 from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE
 
@@ -49,17 +59,77 @@ log = get_logger("worker.gateway")
 _PROBE_USER = "upsert-gateway-impersonation-probe"
 
 
+# The HTTP headers the gateway puts into AMQP properties, by property: a value too long
+# for AMQP is answered naming the header the client sent.
+_HEADER_OF = {"message_id": "Idempotency-Key", "correlation_id": "Idempotency-Key",
+              "content_type": "Content-Type", "content_encoding": "Content-Encoding"}
+
+
 class GatewayRefused(Exception):
     """The gateway cannot serve as configured (said at start, before any request)."""
 
 
-def _problem(status: int, title: str, detail: str, path: str,
-             **debug: str) -> Response:
+class GatewayTimeout(errors.UpsertError, status=504, title="Gateway Timeout",
+                     problem_type="https://tools.ietf.org/html/rfc7231#section-6.6.5"):
+    """The batch is queued, but its reply did not come: in time, or at all."""
+
+
+def _problem(error: errors.UpsertError, path: str, *, message_id: str | None = None,
+             activity_id: str | None = None) -> Response:
+    """The gateway's own answer, in the worker's problem shape (worker/replies.py), with
+    the batch's message id where one was chosen, so that a client can retry with it."""
+    debug = {"activityID": activity_id or new_activity_id()}
+    if message_id is not None:
+        debug["messageID"] = message_id
     body = {"data": None,
-            "error": {"type": "about:blank", "title": title, "status": status,
-                      "detail": detail, "instance": path},
+            "error": {"type": error.problem_type, "title": error.title, "status": error.status,
+                      "detail": error.detail, "instance": path},
             "debug": debug}
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON_CONTENT_TYPE)
+    return Response(orjson.dumps(body), status_code=error.status, media_type=JSON_CONTENT_TYPE)
+
+
+def _too_large(limit: int, path: str) -> Response:
+    # Answered at once; the rest of the body is received and dropped by uvicorn, not kept.
+    # The connection is not closed on it: most clients (httpx, requests) send the whole
+    # body before they read, and would see a reset connection instead of this answer.
+    return _problem(errors.TooLarge(f"body is over the limit of {limit} bytes"), path)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is over ``limit``: counted as it arrives, because a
+    chunked body has no Content-Length to check first."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(settings: GatewaySettings) -> None:
+    """Refuse to serve anonymously beyond this machine unless told to, explicitly."""
+    host, port = settings.host_port
+    if settings.api_keys is not None or settings.allow_anonymous or is_loopback(host):
+        return
+    raise GatewayRefused(
+        f"listen = {settings.listen!r} is not loopback, and without [gateway.api_keys] "
+        f"anyone who reaches it could write every database. Either set API keys: a "
+        f"[gateway.api_keys] table of producer = \"sha256:<hex digest of its key>\" "
+        f"(printf %s \"$KEY\" | sha256sum); or allow anonymous access explicitly: "
+        f"[gateway] allow_anonymous = true (UPSERT_GATEWAY__ALLOW_ANONYMOUS=true); or, for "
+        f"development, listen on loopback (127.0.0.1:{port})")
 
 
 class _ClientFailovers(Collector):
@@ -84,7 +154,8 @@ class Gateway:
         keys = settings.gateway.api_keys
         self.producers = None if keys is None else {
             digest.removeprefix("sha256:"): name for name, digest in keys.items()}
-        self.client = UpsertClient(urls, timeout_s=settings.gateway.timeout_s)
+        self.client = UpsertClient(urls, timeout_s=settings.gateway.timeout_s,
+                                   publish_timeout_s=settings.amqp.publish_timeout_s)
         self.metrics = CollectorRegistry()
         self.requests = Counter("upsert_gateway_requests_total", "HTTP requests answered",
                                 ["status"], registry=self.metrics)
@@ -93,7 +164,14 @@ class Gateway:
         self.metrics.register(_ClientFailovers(self.client))
         self._openapi: bytes | None = None
 
+    @property
+    def mode(self) -> str:
+        if self.producers is not None:
+            return "api keys"
+        return "development" if is_loopback(self.settings.gateway.host_port[0]) else "anonymous"
+
     async def start(self) -> None:
+        check_exposure(self.settings.gateway)  # before anything is connected
         await self.client.open()
         await self.declare_topology()
         if self.producers is not None:
@@ -158,14 +236,15 @@ class Gateway:
         if self.producers is not None:
             producer = self.producer(request)
             if producer is None:
-                return _problem(401, "Unauthorized", "a valid x-api-key (or Authorization: "
-                                "Bearer) is required", path)
+                return _problem(errors.Unauthenticated(
+                    "a valid x-api-key (or Authorization: Bearer) is required"), path)
             user_id = producer
         limit = self.settings.limits.max_body_bytes
         if int(request.headers.get("content-length") or 0) > limit:
-            return _problem(413, "Payload Too Large",
-                            f"body is over the limit of {limit} bytes", path)
-        body = await request.body()
+            return _too_large(limit, path)
+        body = await _read_body(request, limit)
+        if body is None:
+            return _too_large(limit, path)
         message_id = request.headers.get("idempotency-key") or uuid.uuid4().hex
         properties: dict[str, Any] = {}
         for header, name in (("content-type", "content_type"),
@@ -176,18 +255,39 @@ class Gateway:
             reply = await self.client.upsert(
                 path, body, database=request.headers.get(DATABASE_HEADER),
                 message_id=message_id, user_id=user_id, **properties)
-        except UpsertTimeout:
-            return _problem(504, "Gateway Timeout",
-                            f"the worker did not answer within "
-                            f"{self.settings.gateway.timeout_s:g} s; batch {message_id} is "
-                            f"queued and will be applied: retry with Idempotency-Key: "
-                            f"{message_id} to get its reply", path, messageID=message_id)
-        except (AMQPError, ConnectionError) as e:
-            # Not confirmed by the broker: nothing was queued, the request may be retried.
-            log.warning("publish failed", path=path, message_id=message_id, error=str(e))
-            return _problem(503, "Service Unavailable", f"the batch could not be queued: "
-                            f"{e}", path, messageID=message_id)
+        except PropertyTooLong as e:
+            return _problem(errors.MessageRejected(
+                f"{_HEADER_OF.get(e.name, e.name)} is {e.size} bytes long (UTF-8); at most "
+                f"{e.limit} are allowed"), path)
+        except (UpsertTimeout, ReplyLost) as e:
+            return self._reply_missing(e, path, message_id)
+        except (AMQPError, ConnectionError, ChannelInvalidStateError, TimeoutError) as e:
+            return self._not_queued(e, path, message_id)
         return Response(reply.body, status_code=reply.status or 500, media_type=JSON_CONTENT_TYPE)
+
+    def _reply_missing(self, error: UpsertTimeout | ReplyLost, path: str,
+                       message_id: str) -> Response:
+        """504: the broker confirmed the batch, so it is queued and will be applied; only
+        its reply is missing, which a retry with the same key gets."""
+        why = (f"the worker did not answer within {self.settings.gateway.timeout_s:g} s"
+               if isinstance(error, UpsertTimeout) else
+               "its reply was lost with the gateway's broker connection")
+        return _problem(GatewayTimeout(
+            f"{why}; batch {message_id} was queued and will be applied: retry with "
+            f"Idempotency-Key: {message_id} to get its reply (never applied twice)"),
+            path, message_id=message_id)
+
+    def _not_queued(self, error: BaseException, path: str, message_id: str) -> Response:
+        """503: the broker did not confirm the batch (refused, not in time, connection
+        gone), so it may or may not be queued; a retry with the same key is safe either
+        way.  The broker's own words go to the log only, under the answer's activity id."""
+        activity_id = new_activity_id()
+        log.warning("publish not confirmed", path=path, message_id=message_id,
+                    activity_id=activity_id, error=f"{type(error).__name__}: {error}")
+        return _problem(errors.TransientFailure(
+            f"batch {message_id} was not confirmed by the broker, so it may not be "
+            f"queued: retry with Idempotency-Key: {message_id} (never applied twice)"),
+            path, message_id=message_id, activity_id=activity_id)
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:  # built on first use: start-up stays fast
@@ -247,13 +347,13 @@ async def serve(settings: Settings) -> None:
         # gateway's CPU per request (BENCHMARKS.md).
         config = uvicorn.Config(build_app(gateway), host=host, port=port, log_config=None,
                                 access_log=False, lifespan="off", http="httptools")
-        mode = "api keys" if gateway.producers is not None else "development"
 
         class Server(uvicorn.Server):
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
                 if self.started:  # said once the port accepts requests
-                    log.info("gateway ready", listen=settings.gateway.listen, mode=mode)
+                    log.info("gateway ready", listen=settings.gateway.listen,
+                             mode=gateway.mode)
 
         await Server(config).serve()
     finally:

@@ -4,7 +4,8 @@ A deliberately tiny asyncio HTTP server (one request per connection), so the
 endpoint lives in the worker's own event loop: ``/healthz`` answering proves that loop is
 not stuck.  ``/readyz`` is 200 only while the worker consumes and every configured
 database answered its last ping, taken every ``PING_INTERVAL_S`` in the background (a
-probe never waits on a database).
+probe never waits on a database), and none is parked (its migration refused; the reason
+is in the body).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -35,10 +36,13 @@ class HealthServer:
     """Serves the endpoints; ``port`` is the bound one (useful when configured as 0)."""
 
     def __init__(self, settings: Settings, consuming: Callable[[], bool],
-                 ping: Callable[[str], Awaitable[bool]]) -> None:
+                 ping: Callable[[str], Awaitable[bool]],
+                 parked: Callable[[], Mapping[str, str]] = dict) -> None:
         self.settings = settings
         self.consuming = consuming
         self.ping = ping
+        # Databases whose migration was refused, with the reason (worker/migrating.py).
+        self.parked = parked
         self.port: int | None = None
         # database -> (answered, monotonic time of the answer)
         self.pings: dict[str, tuple[bool, float]] = {}
@@ -71,6 +75,8 @@ class HealthServer:
             answered, at = self.pings.get(name, (False, 0.0))
             if not answered or now - at > PING_STALE_S:
                 reasons.append(f"database {name} unreachable")
+        reasons += [f"database {name} parked: {reason}"
+                    for name, reason in self.parked().items()]
         return reasons
 
     async def _ping_periodically(self) -> None:

@@ -59,11 +59,24 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
     body = decode_body(request.body, request.content_encoding, settings.limits)
     params = parse_path_params(route)
     source_ts = aware(request.timestamp or received_at)
+    check_clock_skew(source_ts, received_at, settings.worker.max_clock_skew_s)
     batch = Batch(entity=route.entity, database=database, path=path, user_id=request.user_id,
                   message_id=request.message_id, source_ts=source_ts, activity_id=activity_id,
                   first_delivery=request.first_delivery)
     validate_items(batch, model_for(route.entity), body, params, settings.limits.max_items)
     return batch
+
+
+def check_clock_skew(source_ts: dt.datetime, received_at: dt.datetime,
+                     max_skew_s: float) -> None:
+    """Refuse a timestamp from the future: writes are ordered by it, so one far ahead
+    would pin its rows against every later batch (each answered 409).  Measured from the
+    first receipt, so that a retry or a replay hours later is judged as it was then."""
+    ahead = (source_ts - received_at).total_seconds()
+    if ahead > max_skew_s:
+        raise errors.MalformedMessage(
+            f"timestamp: {source_ts.isoformat()} is {ahead:.0f} s ahead of the worker's "
+            f"clock (at most {max_skew_s:g} s allowed)")
 
 
 def parse_path_params(route: Route) -> dict[str, Any]:

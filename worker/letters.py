@@ -23,6 +23,7 @@ from worker.wire import (
     ERROR_DETAIL_HEADER,
     ERROR_STATUS_HEADER,
     ERROR_TITLE_HEADER,
+    FIRST_DEATH_REASON_HEADER,
     PATH_HEADER,
     USER_HEADER,
 )
@@ -91,7 +92,8 @@ def dead_letters(messages: list[AbstractIncomingMessage], settings: Settings
             path=path, entity=route.entity.name if route else None,
             item_count=_item_count(message, settings),
             error_status=_int(headers.get(ERROR_STATUS_HEADER)),
-            error_title=_text(headers.get(ERROR_TITLE_HEADER)),
+            error_title=(_text(headers.get(ERROR_TITLE_HEADER))
+                         or _broker_reason(headers)),
             error_detail=_text(headers.get(ERROR_DETAIL_HEADER)),
             attempts=_int(headers.get(ATTEMPTS_HEADER)),
             dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT_HEADER)),
@@ -99,6 +101,13 @@ def dead_letters(messages: list[AbstractIncomingMessage], settings: Settings
             properties=_properties(message), headers=headers, body=message.body,
             message=message))
     return letters
+
+
+def _broker_reason(headers: dict[str, Any]) -> str | None:
+    """A dead letter the broker made (vbapi.requests' dead-letter target: a message over
+    its delivery limit) has no error headers of the worker's, only the broker's reason."""
+    reason = _text(headers.get(FIRST_DEATH_REASON_HEADER))
+    return f"dead-lettered by the broker: {reason}" if reason else None
 
 
 def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from worker.batch import ItemStatus
+from worker.settings import UNCONFIGURED_DATABASE
+
+# Label values come from the configuration, the declarations and the statuses the worker
+# answers with, never from what a message says: each made-up database name a producer
+# sent would otherwise be a series of its own, kept for the life of the process.
+OTHER_STATUS = "other"
+_ITEM_STATUSES = frozenset(ItemStatus)
+
+
+def database_label(name: str | None, configured: Container[str]) -> str:
+    """A configured database's name; every other one (or none) counts as one."""
+    return name if name is not None and name in configured else UNCONFIGURED_DATABASE
+
+
+def item_status_label(status: int) -> str:
+    # A recorded reply is read back from the database: not trusted to hold only these.
+    return str(int(status)) if status in _ITEM_STATUSES else OTHER_STATUS
+
 
 BATCHES = Counter("upsert_batches_total", "Batches that reached an outcome",
                   ["entity", "database", "outcome"])

@@ -35,7 +35,9 @@ class MigrationRefused(Exception):
 
 
 async def migrate(dsn: str, registry: Registry | None = None) -> list[str]:
-    """Bring the database up to date; returns what was applied (empty when nothing was)."""
+    """Bring the database up to date; returns what was applied (empty when nothing was).
+    Connecting is bounded (:data:`~worker.catalog.CONNECT_TIMEOUT_S`): a database that
+    does not answer raises TransientFailure, as one that refuses."""
     registry = registry or default_registry()
     try:
         conn = await connect_creating(dsn)

@@ -7,6 +7,8 @@ import asyncio
 import asyncpg
 
 from worker import errors
+from worker.catalog import CONNECT_TIMEOUT_S
+from worker.redaction import mask_detail, secrets_of
 from worker.settings import Settings
 
 
@@ -17,6 +19,7 @@ class Databases:
         self._settings = settings
         self._pools: dict[str, asyncpg.Pool] = {}
         self._opening: dict[str, asyncio.Lock] = {}
+        self._secrets = secrets_of(settings)
 
     async def pool(self, name: str) -> asyncpg.Pool:
         pool = self._pools.get(name)
@@ -31,9 +34,13 @@ class Databases:
                     pool = await asyncpg.create_pool(
                         db.dsn.get_secret_value(), min_size=db.pool_min_size,
                         max_size=db.pool_max_size, command_timeout=db.command_timeout_s,
-                        init=_prefer_lz4, reset=_reset_connection)
+                        timeout=CONNECT_TIMEOUT_S, init=_prefer_lz4, reset=_reset_connection)
                 except Exception as e:
-                    raise (errors.classify_database_error(e) or e) from e
+                    failure = errors.classify_database_error(e)
+                    if failure is None:
+                        raise
+                    # Its detail goes into replies: nothing of the DSN may show.
+                    raise mask_detail(failure, self._secrets) from e
                 self._pools[name] = pool
             return pool
 

@@ -6,7 +6,6 @@ Knows nothing of AMQP: the consumer hands it a :class:`~worker.batch.Request` an
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections import Counter
@@ -22,8 +21,9 @@ from worker.budget import ByteBudget
 from worker.errors import UpsertError
 from worker.grouping import GroupCommitter
 from worker.intake import prepare_batch
-from worker.migrations import migrate
+from worker.migrating import Migrator
 from worker.pools import Databases
+from worker.redaction import mask_detail, secrets_of
 from worker.replies import problem_reply, status_counts
 from worker.request import Request
 from worker.settings import Settings
@@ -64,10 +64,10 @@ class Processor:
         self.registry = registry or default_registry()
         self.budget = ByteBudget(settings.limits.max_bytes_in_progress)
         self._committers: dict[str, GroupCommitter] = {}
-        # Databases whose schema this process has brought up to date.  One that was down
-        # when the worker started is migrated before its first batch, once it answers.
-        self.migrated: set[str] = set()
-        self._migrating: dict[str, asyncio.Lock] = {}
+        # Masked in the failures it answers with: a driver's message may quote a DSN.
+        self._secrets = secrets_of(settings)
+        # Each database migrated before its first batch (worker/migrating.py).
+        self.migrator = Migrator(settings, self.registry)
 
     async def process(self, request: Request, received_at: dt.datetime,
                       activity_id: str) -> Answer:
@@ -88,8 +88,9 @@ class Processor:
             await self.ensure_migrated(batch.database)
             pool = await self.databases.pool(batch.database)
             stored = await self._committer(batch.database, pool).commit(batch)
-        except errors.TransientFailure:
+        except errors.TransientFailure as e:
             up.set(0)
+            mask_detail(e, self._secrets)
             raise
         up.set(1)
         m.DB_WRITE_TIME.observe(time.perf_counter() - started)
@@ -127,19 +128,9 @@ class Processor:
                       activity_id=row["activity_id"] or _activity_in(body))
 
     async def ensure_migrated(self, name: str) -> None:
-        """Migrate the database unless done already; TransientFailure while it is down."""
-        if name in self.migrated:
-            return
-        async with self._migrating.setdefault(name, asyncio.Lock()):
-            if name not in self.migrated:
-                dsn = self.settings.databases[name].dsn.get_secret_value()
-                try:
-                    await migrate(dsn, self.registry)
-                except errors.TransientFailure:
-                    raise
-                except Exception as e:  # e.g. the connection lost half way
-                    raise (errors.classify_database_error(e) or e) from e
-                self.migrated.add(name)
+        """Migrate the database unless done already; TransientFailure while it is down or
+        parked (its migration refused)."""
+        await self.migrator.ensure(name)
 
     def _committer(self, name: str, pool: asyncpg.Pool) -> GroupCommitter:
         committer = self._committers.get(name)

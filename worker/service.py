@@ -1,4 +1,5 @@
-"""The ``run`` command: connect, declare, migrate, consume until told to stop, drain."""
+"""The ``run`` command: connect, declare, migrate (in the background), consume until told
+to stop, drain."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection
 
+from worker import errors
 from worker import metrics as m
 from worker.consumer import Consumer
 from worker.expiry import expire_everywhere
 from worker.health import HealthServer
 from worker.logs import get_logger
-from worker.migrations import migrate
 from worker.nodes import Nodes, Publisher
 from worker.processor import Processor
 from worker.settings import Settings
@@ -36,23 +37,48 @@ class Worker:
         # Batches being handled, whichever connection they came from.
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.health: HealthServer | None = None
+        self._migrations: asyncio.Task[None] | None = None
 
     async def migrate_all(self) -> None:
-        """Migrate every configured database; one that is down is logged, not fatal:
-        its batches are retried until it comes up, and it is migrated before the first."""
-        for name, db in self.settings.databases.items():
-            try:
-                applied = await migrate(db.dsn.get_secret_value(), self.processor.registry)
-                self.processor.migrated.add(name)
-                log.info("database migrated", database=name, applied=applied)
-            except Exception as e:
-                log.error("database migration failed", database=name, error=repr(e))
+        """Migrate every configured database at once.  One that is down or parked is
+        logged, not fatal: its batches are retried, and it is migrated before the first
+        once it answers (worker/migrating.py)."""
+        await asyncio.gather(*(self._migrate(name) for name in self.settings.databases))
+
+    async def _migrate(self, name: str) -> None:
+        try:
+            await self.processor.ensure_migrated(name)
+        except errors.TransientFailure as e:
+            if name not in self.processor.migrator.parked:  # a parked one was said already
+                log.warning("database not migrated: unreachable; it is migrated before its "
+                            "first batch once it answers", database=name, error=e.detail)
+        except Exception as e:
+            log.error("database migration failed", database=name, error=repr(e))
+
+    def _start_migrations(self) -> None:
+        """Once per process, after the first topology declaration: the broker first, so
+        that a database that is down or slow to answer cannot delay consuming, and every
+        database at once, each bounded by its connect timeout."""
+        if self._migrations is None:
+            self._migrations = asyncio.create_task(self.migrate_all())
+
+    async def migrations_settled(self) -> None:
+        """Wait until the start-up migrations have run: each database migrated, parked, or
+        found down (then migrated before its first batch)."""
+        if self._migrations is not None:
+            await asyncio.shield(self._migrations)
 
     async def run(self) -> None:
         """Serve /metrics, /healthz, /readyz (unless metrics.port is 0) while consuming."""
+        if self.settings.amqp.signing_key is None:
+            log.warning("amqp.signing_key is not set: this process signs with a key of its "
+                        "own, so a retry another process handles, or a replay, loses the "
+                        "producer's name and first receipt time; set one shared key for "
+                        "every process of a deployment")
         if self.settings.metrics.port:
             self.health = HealthServer(self.settings, lambda: self.consuming,
-                                       self.processor.databases.ping)
+                                       self.processor.databases.ping,
+                                       parked=lambda: self.processor.migrator.parked)
             await self.health.start()
         try:
             await self._consume()
@@ -62,7 +88,6 @@ class Worker:
 
     async def _consume(self) -> None:
         amqp = self.settings.amqp
-        await self.migrate_all()
         nodes = Nodes(amqp.urls, timeout_s=amqp.connect_timeout_s,
                       connection_name="vbapi-upsert-worker")
         # The first connection must succeed (a worker that cannot reach any node at start
@@ -80,6 +105,8 @@ class Worker:
                                                    self.settings.amqp.reconnect_interval_s)
         finally:
             cleanup.cancel()
+            if self._migrations is not None:
+                self._migrations.cancel()
             self.consuming = False
             m.BROKER_UP.set(0)
             await self._drain()
@@ -97,6 +124,7 @@ class Worker:
             # Declared before the prefetch is set: a queue kept as it is reopens the
             # channel (worker/topology.py), and a reopened channel has no prefetch.
             topology = await declare_topology(channel, self.settings.retry.delays_s)
+            self._start_migrations()
             await channel.set_qos(prefetch_count=amqp.prefetch_count)
             # Replies, retries and dead letters go on a channel of their own, which is
             # replaced when the broker refuses a publish (worker/nodes.py) without

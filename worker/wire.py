@@ -44,6 +44,9 @@ DEAD_LETTERED_AT_HEADER = "x-upsert-dead-lettered-at"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 DEATH_HEADER = "x-death"
 DEATH_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
+# Why the broker itself dead-lettered a message (e.g. ``delivery_limit``): read for display
+# only, never counted (RabbitMQ 3.13 and later no longer count republished copies in x-death).
+FIRST_DEATH_REASON_HEADER = "x-first-death-reason"
 
 
 def header_text(headers: Mapping[str, Any], name: str) -> str | None:
