@@ -28,7 +28,7 @@ from bench.data import Keys, make_batches, seed_parents
 from bench.load import Loops, Producer
 from bench.services import Process, own_database, python_module, wait_for_log, worker_config
 from tests.faults.cluster import RabbitCluster, rabbit_cluster
-from worker.topology import REQUEST_QUEUE
+from worker.amqp.topology import REQUEST_QUEUE
 
 SIZE = 1000
 PREFETCH = 16

@@ -10,8 +10,8 @@ from typing import Any
 from bench.data import PATH, Batches
 from schemas.models import model_for
 from schemas.registry import default_registry
+from worker.core.validation import read_items
 from worker.settings import LimitsSettings
-from worker.validation import read_items
 
 
 def reading_us_per_item(batches: Batches, passes: int = 3) -> tuple[float, float]:

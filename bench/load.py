@@ -13,9 +13,9 @@ import aio_pika
 
 from bench.cpu import CpuSplit
 from bench.data import PATH, ROUTING_KEY
+from worker.amqp.topology import declare_topology
 from worker.client import UpsertClient
 from worker.settings import RetrySettings
-from worker.topology import declare_topology
 
 T = TypeVar("T")
 

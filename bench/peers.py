@@ -24,8 +24,8 @@ import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worker.amqp.topology import declare_topology
 from worker.settings import RetrySettings
-from worker.topology import declare_topology
 
 # The Benefit's optional text fields: any string or null, absent meaning null.
 OptionalText = Annotated[str | None, Field(default=None)]

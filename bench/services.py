@@ -34,7 +34,7 @@ def own_vhost() -> contextlib.AbstractContextManager[str]:
 async def own_database(*, migrated: bool = True) -> AsyncIterator[str]:
     """A fresh PostgreSQL database (its DSN), migrated unless asked not to, dropped
     afterwards."""
-    from worker.migrations import migrate
+    from worker.store.migrations import migrate
 
     name = unique("vbapi_bench")
     await SERVICES.create_database(name)

@@ -44,7 +44,7 @@ async def _ready(port: int) -> bool:
 
 
 async def measure_startup(workdir: Path) -> Startup:
-    from worker.migrations import migrate
+    from worker.store.migrations import migrate
 
     async with own_database(migrated=False) as dsn:
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 """The tables the declarations call for, and the SQL that makes them.  Pure: no I/O.
 
 :func:`declared_schema` turns a registry into table and foreign-key specifications;
-``worker.migrations`` compares them with the live catalog and applies the difference.
+``worker.store.migrations`` compares them with the live catalog and applies the difference.
 Every identifier is quoted: the API's field names include SQL keywords.
 """
 

@@ -190,7 +190,7 @@ class Entity:
     @property
     def positions(self) -> dict[str, int]:
         """Each field's position in a validated row: rows are tuples of values in field
-        order (worker/validation.py)."""
+        order (worker/core/validation.py)."""
         return self._positions  # type: ignore[attr-defined, no-any-return]
 
     @property

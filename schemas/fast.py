@@ -18,7 +18,7 @@ Where the two readers differ, the fast one must refuse:
   pydantic: see :func:`FastReader.may_read`.
 
 A valid item comes out as a tuple of its values in field order (None for a field left
-out), the form the writer sends to PostgreSQL (worker/statements.py).
+out), the form the writer sends to PostgreSQL (worker/store/statements.py).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import asyncpg
 from schemas import ddl
 from schemas.registry import default_registry
 from tests.services import SERVICES, dsn_for, unique
-from worker import catalog, migrations
-from worker.migrations import migrate
+from worker.store import catalog, migrations
+from worker.store.migrations import migrate
 
 # A template of other declarations is dropped once no run has used it for this long: runs
 # of other versions of the code (another branch, on this machine at the same time) keep

@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from worker.cli import build_parser
-from worker.gateway import Gateway, build_app
-from worker.health import HealthServer
+from worker.http.gateway import Gateway, build_app
+from worker.http.health import HealthServer
 from worker.settings import DatabaseSettings, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.samples import benefit
 from tests.waiting import wait_until
 from worker import cli
-from worker.topology import CLASSIC, DEAD_QUEUE
+from worker.amqp.topology import CLASSIC, DEAD_QUEUE
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -13,9 +13,9 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from tests.waiting import wait_until
+from worker.amqp.topology import REQUEST_EXCHANGE
 from worker.client import Reply as ClientReply
 from worker.client import UpsertClient
-from worker.topology import REQUEST_EXCHANGE
 
 
 @dataclass

@@ -16,11 +16,11 @@ import orjson
 
 from schemas.registry import default_registry
 from tests.services import amqp_url, free_port
-from worker.batch import Batch
-from worker.intake import prepare_batch
-from worker.request import Request
+from worker.amqp.topology import DEAD_QUEUE
+from worker.core.batch import Batch
+from worker.core.intake import prepare_batch
+from worker.core.request import Request
 from worker.settings import Settings
-from worker.topology import DEAD_QUEUE
 
 
 def prepare(path: str, items: Any, *, message_id: str | None = None,

@@ -151,9 +151,10 @@ def test_reply(doc: dict[str, Any]) -> None:
 
 
 def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
-    from worker import deadletters, topology, wire
+    from worker.amqp import deadletters, topology
+    from worker.core import wire
+    from worker.core.wire import DATABASE_HEADER, PATH_HEADER
     from worker.settings import RetrySettings
-    from worker.wire import DATABASE_HEADER, PATH_HEADER
 
     channels = doc["channels"]
     delays = channels["retries"]["parameters"]["delay"]["examples"]

@@ -12,10 +12,10 @@ import pytest
 
 from schemas.registry import default_registry
 from tests import samples
-from worker import errors
-from worker.batch import Batch
-from worker.intake import prepare_batch
-from worker.request import Request
+from worker.core import errors
+from worker.core.batch import Batch
+from worker.core.intake import prepare_batch
+from worker.core.request import Request
 from worker.settings import Settings
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

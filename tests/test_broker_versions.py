@@ -31,8 +31,8 @@ from tests.running import running
 from tests.services import SERVICES, amqp_url, rabbitmqctl, unique
 from tests.test_topology import queue_types
 from tests.waiting import wait_until
-from worker import deadletters
-from worker.topology import (
+from worker.amqp import deadletters
+from worker.amqp.topology import (
     DEAD_LETTER_POLICY,
     DEAD_QUEUE,
     QUORUM,

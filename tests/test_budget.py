@@ -1,4 +1,4 @@
-"""The byte budget that bounds the memory of batches in progress (worker/budget.py)."""
+"""The byte budget that bounds the memory of batches in progress (worker/core/budget.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from tests import samples
 from tests.configs import make_settings
 from tests.producer import Producer
 from tests.running import running
-from worker.budget import ByteBudget
+from worker.core.budget import ByteBudget
 
 
 async def _started(budget: ByteBudget, size: int, log: list[int],

@@ -12,6 +12,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 
 from tests import samples
 from tests.services import amqp_url
+from worker.amqp.topology import REQUEST_EXCHANGE, declare_topology
 from worker.client import (
     ItemResult,
     ItemsFailed,
@@ -24,7 +25,6 @@ from worker.client import (
 from worker.service import Worker
 from worker.settings import Settings
 from worker.sync_client import SyncUpsertClient
-from worker.topology import REQUEST_EXCHANGE, declare_topology
 
 
 async def test_many_concurrent_batches_on_one_connection(vhost: str, worker: Worker,
@@ -56,7 +56,7 @@ async def test_upsert_many_keeps_the_order_of_the_input(vhost: str, worker: Work
 
 
 async def test_a_timeout_says_the_batch_is_queued(vhost: str, settings: object) -> None:
-    from worker.publishing import publish_batch
+    from worker.cli.publishing import publish_batch
 
     # No worker runs: the batch is confirmed and waits in the queue.
     with pytest.raises(UpsertTimeout, match="confirmed by the broker and stays queued") as e:

@@ -21,10 +21,10 @@ from tests.producer import Producer
 from tests.running import running
 from tests.services import SERVICES, amqp_url, dsn_for
 from tests.waiting import wait_until
-from worker.catalog import connect_creating
 from worker.metrics import item_status_label
-from worker.migrations import migrate
 from worker.service import Worker
+from worker.store.catalog import connect_creating
+from worker.store.migrations import migrate
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.deploy_support import (
     worker_probe_status,
 )
 from worker import metrics
-from worker.gateway import check_exposure
+from worker.http.gateway import check_exposure
 from worker.settings import MetricsSettings
 
 METRICS_PORT = MetricsSettings().port

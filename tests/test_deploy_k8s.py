@@ -28,7 +28,7 @@ from tests.deploy_support import (
     secret_refs,
     worker_probe_status,
 )
-from worker.gateway import check_exposure
+from worker.http.gateway import check_exposure
 from worker.settings import LimitsSettings
 
 WORKLOADS = ["Deployment/upsert-worker", "Deployment/upsert-gateway",

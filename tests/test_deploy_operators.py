@@ -28,8 +28,7 @@ from tests.deploy_support import (
     pod_of,
     rabbitmq_conf,
 )
-from worker.settings import RetrySettings
-from worker.topology import (
+from worker.amqp.topology import (
     DEAD_QUEUE,
     REPLY_EXCHANGE,
     REPLY_QUEUE,
@@ -38,6 +37,7 @@ from worker.topology import (
     retry_queue_name,
     worker_queue_names,
 )
+from worker.settings import RetrySettings
 
 DEFAULT_EXCHANGE = "amq.default"  # the name RabbitMQ checks permissions on for ""
 

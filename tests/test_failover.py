@@ -21,10 +21,10 @@ from tests.producer import Producer
 from tests.running import running
 from tests.services import amqp_url, close_connections
 from tests.waiting import wait_until
+from worker.amqp.nodes import Nodes, NoNodeAnswers, node_name
+from worker.amqp.topology import declare_topology
 from worker.client import ReplyLost, UpsertClient
-from worker.nodes import Nodes, NoNodeAnswers, node_name
 from worker.settings import AmqpSettings
-from worker.topology import declare_topology
 
 # A port nothing listens on: a node that is down.
 DEAD_NODE = "amqp://guest:guest@127.0.0.1:1/"

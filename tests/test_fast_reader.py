@@ -25,8 +25,8 @@ from schemas.kinds import Kind
 from schemas.models import Unvalidated, model_for
 from schemas.registry import default_registry
 from tests.test_fuzz_batch import body as hostile_body
-from worker import errors
-from worker.validation import read_items, read_with_pydantic, refuse_too_many_items
+from worker.core import errors
+from worker.core.validation import read_items, read_with_pydantic, refuse_too_many_items
 
 MAX_ITEMS = 10_000
 DIFF = settings(max_examples=300, deadline=None, derandomize=True,

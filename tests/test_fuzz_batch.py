@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from schemas.registry import default_registry
 from tests import samples
-from worker import errors, identity, wire
-from worker.intake import prepare_batch
-from worker.replies import batch_reply, problem_reply
-from worker.request import Request
+from worker.amqp import identity
+from worker.core import errors, wire
+from worker.core.intake import prepare_batch
+from worker.core.replies import batch_reply, problem_reply
+from worker.core.request import Request
+from worker.core.wire import header_text, int_header, time_header
 from worker.settings import Settings
-from worker.wire import header_text, int_header, time_header
 
 REGISTRY = default_registry()
 SETTINGS = Settings(

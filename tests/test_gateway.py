@@ -28,11 +28,11 @@ from tests.reliability_support import queue_depth
 from tests.running import running
 from tests.services import amqp_url, close_connections, free_port, rabbitmqctl
 from tests.waiting import wait_until
-from worker.gateway import Gateway, GatewayRefused, build_app, check_exposure
-from worker.gateway_openapi import openapi_document
+from worker.amqp.topology import REQUEST_QUEUE
+from worker.http.gateway import Gateway, GatewayRefused, build_app, check_exposure
+from worker.http.gateway_openapi import openapi_document
 from worker.service import Worker
 from worker.settings import GatewaySettings, Settings
-from worker.topology import REQUEST_QUEUE
 
 HEADERS = {"vbasoftware-database": "demo", "content-type": "application/json"}
 SEEDS = [(samples.BENEFIT_PATH, [samples.benefit("B1", benefit_Category="MED")]),

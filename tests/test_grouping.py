@@ -13,9 +13,9 @@ import pytest
 
 from tests import samples
 from tests.reliability_support import CountingConnection, prepare
-from worker.batch import Batch
-from worker.grouping import GroupCommitter
-from worker.writer import RecordedReply
+from worker.core.batch import Batch
+from worker.store.grouping import GroupCommitter
+from worker.store.writer import RecordedReply
 
 T1 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 T2 = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)

@@ -18,10 +18,10 @@ from tests.configs import make_settings
 from tests.producer import Producer
 from tests.running import running
 from tests.services import amqp_url
-from worker.consumer import HAND_BACK_PAUSE_S
+from worker.amqp.consumer import HAND_BACK_PAUSE_S
+from worker.amqp.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE
 from worker.service import Worker
 from worker.settings import Settings
-from worker.topology import DEAD_QUEUE, REPLY_QUEUE, REQUEST_QUEUE
 
 
 async def dead_letters(vhost: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -167,9 +167,9 @@ class _FailingFirstReply:
 async def test_request_is_acked_only_after_the_reply_is_confirmed(
         settings: Settings, producer: Producer, vhost: str, db: asyncpg.Connection) -> None:
     async with running(settings) as worker:
-        assert worker.consumer is not None
-        failing = _FailingFirstReply(worker.consumer.default_exchange)
-        worker.consumer.default_exchange = failing  # type: ignore[assignment]
+        assert worker.amqp.consumer is not None
+        failing = _FailingFirstReply(worker.amqp.consumer.default_exchange)
+        worker.amqp.consumer.default_exchange = failing  # type: ignore[assignment]
         reply = await producer.call(samples.ARMOR_PATH, [samples.armor(1)], message_id="once")
     # The first reply failed, so the request was handed back instead of acknowledged (after
     # a pause, so that failures in a burst do not use up its deliveries); its redelivery

@@ -15,10 +15,10 @@ from aio_pika.exceptions import DeliveryError
 
 from tests.services import amqp_url
 from tests.waiting import wait_until
+from worker.amqp.nodes import Publisher
+from worker.amqp.topology import QUORUM, REQUEST_EXCHANGE, declare_topology
 from worker.client import UpsertClient, UpsertTimeout
-from worker.nodes import Publisher
 from worker.settings import Settings
-from worker.topology import QUORUM, REQUEST_EXCHANGE, declare_topology
 
 # Over its limit once it holds one message: every publish after that is refused.
 FULL = {**QUORUM, "x-max-length": 0, "x-overflow": "reject-publish"}

@@ -27,10 +27,10 @@ from tests.producer import Replies
 from tests.running import running
 from tests.samples import benefit
 from tests.services import amqp_url, rabbitmqctl
-from worker import deadletters, letters
-from worker.identity import SIGNATURE_HEADER, USER_HEADER
-from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
-from worker.wire import RECEIVED_AT_HEADER
+from worker.amqp import deadletters, letters
+from worker.amqp.identity import SIGNATURE_HEADER, USER_HEADER
+from worker.amqp.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
+from worker.core.wire import RECEIVED_AT_HEADER
 
 
 async def test_list_keeps_thousands_in_order(vhost: str, tmp_path: Path,

@@ -13,7 +13,7 @@ from tests import samples
 from tests.producer import Producer
 from tests.reliability_support import CountingConnection, prepare
 from worker.service import Worker
-from worker.writer import commit_batch
+from worker.store.writer import commit_batch
 
 # The database refuses what validation accepts: a CHECK constraint on one column, and a
 # trigger that deletes the parent 'RACE' while the row referring to it is inserted (a

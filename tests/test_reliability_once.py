@@ -12,9 +12,9 @@ from tests.reliability_support import lock_waiters, prepare
 from tests.running import running
 from tests.services import amqp_url
 from tests.waiting import wait_until
-from worker import expiry, writer
 from worker.settings import Settings
-from worker.statements import PROCESSED_LOOKUP
+from worker.store import expiry, writer
+from worker.store.statements import PROCESSED_LOOKUP
 
 
 async def test_a_message_id_belongs_to_its_producer(

@@ -18,7 +18,7 @@ from tests.reliability_support import lock_waiters, prepare
 from tests.running import running
 from tests.waiting import wait_until
 from worker.settings import Settings
-from worker.writer import commit_batch
+from worker.store.writer import commit_batch
 
 T0 = dt.datetime(2024, 1, 1, 0, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=10)
@@ -192,7 +192,7 @@ async def test_a_serialization_failure_is_retried_in_place(dsn: str,
 async def test_overlapping_batches_under_group_commit_all_land(
         vhost: str, dsn: str, producer: Producer, db: asyncpg.Connection) -> None:
     """Two connections for sixteen batches in flight: the waiting ones are committed in
-    groups (worker/grouping.py), which lock batch after batch rather than in one key
+    groups (worker/store/grouping.py), which lock batch after batch rather than in one key
     order.  A deadlock between two groups rolls the victim back to one transaction per
     batch; every batch still lands, none through the delay queue.
 

@@ -23,12 +23,13 @@ from tests.reliability_support import TcpProxy, broker_channel, queue_depth, tak
 from tests.running import consuming
 from tests.services import PG_DSN, amqp_url, free_port
 from tests.waiting import wait_until
-from worker import errors
+from worker.amqp.topology import REQUEST_QUEUE, declare_topology, retry_queue_name
+from worker.core import errors
+from worker.core.request import Request
 from worker.processor import Answer, Processor
-from worker.request import Request
 from worker.service import Worker
 from worker.settings import Settings
-from worker.topology import REQUEST_QUEUE, declare_topology, retry_queue_name
+from worker.store import failures
 
 # -- item 1: one place decides, by SQLSTATE and exception type ----------------------------
 
@@ -51,18 +52,18 @@ async def test_failures_are_classified_by_sqlstate_and_type(dsn: str,
                                                             db: asyncpg.Connection) -> None:
     for sqlstate in TRANSIENT_SQLSTATES:
         exc = await raised_by(db, sqlstate)
-        assert isinstance(errors.classify_database_error(exc), errors.TransientFailure), sqlstate
-        assert not errors.is_item_error(exc)
-        assert errors.is_conflict(exc) == (sqlstate in ("40001", "40P01"))
+        assert isinstance(failures.classify_database_error(exc), errors.TransientFailure), sqlstate
+        assert not failures.is_item_error(exc)
+        assert failures.is_conflict(exc) == (sqlstate in ("40001", "40P01"))
     for sqlstate in PERMANENT_SQLSTATES:
         exc = await raised_by(db, sqlstate)
-        assert errors.classify_database_error(exc) is None, sqlstate
-        assert errors.is_item_error(exc) and not errors.is_conflict(exc)
+        assert failures.classify_database_error(exc) is None, sqlstate
+        assert failures.is_item_error(exc) and not failures.is_conflict(exc)
 
     # Unreachable: nothing listens on the port.
     with pytest.raises(OSError) as refused:
         await asyncpg.connect(f"postgresql://root@127.0.0.1:{free_port()}/x", timeout=5)
-    assert isinstance(errors.classify_database_error(refused.value), errors.TransientFailure)
+    assert isinstance(failures.classify_database_error(refused.value), errors.TransientFailure)
     # The connection lost mid-batch: the server ends our backend.
     victim = await asyncpg.connect(dsn)
     await db.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
@@ -70,11 +71,11 @@ async def test_failures_are_classified_by_sqlstate_and_type(dsn: str,
     # goodbye: AdminShutdownError, ConnectionDoesNotExistError, InternalClientError.)
     with pytest.raises(Exception) as lost:
         await victim.execute("SELECT 1")
-    assert isinstance(errors.classify_database_error(lost.value), errors.TransientFailure)
+    assert isinstance(failures.classify_database_error(lost.value), errors.TransientFailure)
     await victim.close()
     with pytest.raises(asyncpg.InterfaceError) as closed:
         await victim.execute("SELECT 1")
-    assert isinstance(errors.classify_database_error(closed.value), errors.TransientFailure)
+    assert isinstance(failures.classify_database_error(closed.value), errors.TransientFailure)
     # Misuse (a bug): neither worth a retry nor one item's fault.  (On a connection of
     # its own: asyncpg may leave it unusable.)
     misused = await asyncpg.connect(dsn)
@@ -83,13 +84,13 @@ async def test_failures_are_classified_by_sqlstate_and_type(dsn: str,
             await misused.fetch("SELECT $1::integer")
     finally:
         misused.terminate()
-    assert errors.classify_database_error(misuse.value) is None
-    assert not errors.is_item_error(misuse.value)
+    assert failures.classify_database_error(misuse.value) is None
+    assert not failures.is_item_error(misuse.value)
     # A value the driver cannot encode: permanent, and one item's fault.
     with pytest.raises(asyncpg.DataError) as encoding:
         await db.fetchval("SELECT $1::integer", "not a number")
-    assert errors.classify_database_error(encoding.value) is None
-    assert errors.is_item_error(encoding.value)
+    assert failures.classify_database_error(encoding.value) is None
+    assert failures.is_item_error(encoding.value)
 
 
 # -- item 2: retries through the delay queues ---------------------------------------------

@@ -28,11 +28,11 @@ from tests.reliability_support import (
 from tests.running import running
 from tests.services import PG_DSN, amqp_url, close_connections
 from tests.waiting import wait_until
-from worker import errors
-from worker.intake import prepare_batch
-from worker.request import Request
+from worker.amqp.topology import REQUEST_QUEUE, retry_queue_name
+from worker.core import errors
+from worker.core.intake import prepare_batch
+from worker.core.request import Request
 from worker.settings import Settings
-from worker.topology import REQUEST_QUEUE, retry_queue_name
 
 # -- item 8: connection loss --------------------------------------------------------------
 

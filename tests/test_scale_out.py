@@ -21,7 +21,7 @@ from tests.operations_support import status_of
 from tests.producer import Replies
 from tests.samples import benefit
 from tests.services import amqp_url
-from worker.topology import REQUEST_QUEUE
+from worker.amqp.topology import REQUEST_QUEUE
 
 BATCHES = 300
 KEYS = 20

@@ -16,10 +16,10 @@ from schemas.entity import Entity, Field, Parent, Table, audit_fields, integer, 
 from schemas.kinds import Kind
 from schemas.registry import Registry, default_registry
 from tests.databases import isolated_database
-from worker.migrations import MigrationRefused, migrate
+from worker.core.request import Request
 from worker.processor import Processor
-from worker.request import Request
 from worker.settings import Settings
+from worker.store.migrations import MigrationRefused, migrate
 
 SEEDS = {"Benefit": ("/benefits-batch", "benefit"),
          "ArmorCodeExCode": ("/armor-code-ex-codes-batch", "armor_code_ex_code"),

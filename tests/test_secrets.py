@@ -21,9 +21,9 @@ from tests.configs import write_toml
 from tests.producer import Producer
 from tests.services import PG_DSN, amqp_url, free_port, unique
 from tests.waiting import wait_until
+from worker.amqp.topology import DEAD_QUEUE
 from worker.redaction import redact, secrets_of
 from worker.settings import Settings
-from worker.topology import DEAD_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,8 @@ from tests.producer import Producer
 from tests.reliability_support import take_dead_letters
 from tests.running import consuming, running
 from tests.services import free_port, http_get
-from worker.catalog import CONNECT_TIMEOUT_S
 from worker.service import Worker
+from worker.store.catalog import CONNECT_TIMEOUT_S
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from tests.reliability_support import broker_channel
 from tests.services import amqp_url, rabbitmqctl
-from worker.topology import (
+from worker.amqp.topology import (
     DEAD_QUEUE,
     REPLY_QUEUE,
     REQUEST_QUEUE,

@@ -30,6 +30,8 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError
 
 from schemas.registry import default_registry
+from worker.amqp.nodes import Link, Nodes
+from worker.amqp.topology import REQUEST_EXCHANGE
 from worker.client_reply import (
     ItemResult,
     ItemsFailed,
@@ -41,9 +43,7 @@ from worker.client_reply import (
     UpsertError,
     UpsertTimeout,
 )
-from worker.nodes import Link, Nodes
-from worker.topology import REQUEST_EXCHANGE
-from worker.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, MAX_MESSAGE_ID_BYTES, PATH_HEADER
+from worker.core.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, MAX_MESSAGE_ID_BYTES, PATH_HEADER
 
 __all__ = ["ItemResult", "ItemsFailed", "Problem", "ProblemError", "PropertyTooLong", "Reply",
            "ReplyLost", "UpsertClient", "UpsertError", "UpsertTimeout"]
@@ -247,7 +247,7 @@ class UpsertClient:
     async def _usable_channel(self) -> None:
         """The channel, opened again if the broker closed it (a robust one comes back by
         itself) or refused a publish on it: RabbitMQ 3.10 may refuse every later publish
-        of that channel too (worker/nodes.py)."""
+        of that channel too (worker/amqp/nodes.py)."""
         async with self._reopening:
             closed = self.channel.is_closed and not isinstance(self.channel,
                                                                aio_pika.RobustChannel)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
-from worker.wire import STATUS_HEADER
+from worker.core.wire import STATUS_HEADER
 
 
 class UpsertError(Exception):

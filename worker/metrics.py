@@ -1,4 +1,4 @@
-"""Prometheus metrics of the worker (served by ``worker.health``)."""
+"""Prometheus metrics of the worker (served by ``worker.http.health``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Container
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from worker.batch import ItemStatus
+from worker.core.batch import ItemStatus
 from worker.settings import UNCONFIGURED_DATABASE
 
 # Label values come from the configuration, the declarations and the statuses the worker

@@ -1,7 +1,7 @@
 """One batch from request to answer: intake (validate) -> writer (write) -> replies.
 
-Knows nothing of AMQP: the consumer hands it a :class:`~worker.batch.Request` and gets an
-:class:`Answer` back, or a :class:`~worker.errors.TransientFailure` to retry later.
+Knows nothing of AMQP: the consumer hands it a :class:`~worker.core.batch.Request` and gets an
+:class:`Answer` back, or a :class:`~worker.core.errors.TransientFailure` to retry later.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import asyncpg
 import orjson
 
 from schemas.registry import Registry, default_registry
-from worker import errors
 from worker import metrics as m
-from worker.budget import ByteBudget
-from worker.errors import UpsertError
-from worker.grouping import GroupCommitter
-from worker.intake import prepare_batch
-from worker.migrating import Migrator
-from worker.pools import Databases
+from worker.core import errors
+from worker.core.budget import ByteBudget
+from worker.core.errors import UpsertError
+from worker.core.intake import prepare_batch
+from worker.core.replies import problem_reply, status_counts
+from worker.core.request import Request
 from worker.redaction import mask_detail, secrets_of
-from worker.replies import problem_reply, status_counts
-from worker.request import Request
 from worker.settings import Settings
-from worker.statements import PROCESSED_LOOKUP
+from worker.store import failures
+from worker.store.grouping import GroupCommitter
+from worker.store.migrating import Migrator
+from worker.store.pools import Databases
+from worker.store.statements import PROCESSED_LOOKUP
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Processor:
         self._committers: dict[str, GroupCommitter] = {}
         # Masked in the failures it answers with: a driver's message may quote a DSN.
         self._secrets = secrets_of(settings)
-        # Each database migrated before its first batch (worker/migrating.py).
+        # Each database migrated before its first batch (worker/store/migrating.py).
         self.migrator = Migrator(settings, self.registry)
 
     async def process(self, request: Request, received_at: dt.datetime,
@@ -114,7 +115,7 @@ class Processor:
         try:
             row = await pool.fetchrow(PROCESSED_LOOKUP, request.user_id or "", message_id)
         except Exception as e:
-            raise (errors.classify_database_error(e) or e) from e
+            raise (failures.classify_database_error(e) or e) from e
         if row is None:
             return None
         body = bytes(row["reply"])

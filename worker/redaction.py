@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from worker.errors import UpsertError
+from worker.core.errors import UpsertError
 from worker.settings import Settings
 
 MASK = "***"

@@ -10,16 +10,16 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection
 
-from worker import errors
 from worker import metrics as m
-from worker.consumer import Consumer
-from worker.expiry import expire_everywhere
-from worker.health import HealthServer
+from worker.amqp.consumer import Consumer
+from worker.amqp.nodes import Nodes, Publisher
+from worker.amqp.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
+from worker.core import errors
+from worker.http.health import HealthServer
 from worker.logs import get_logger
-from worker.nodes import Nodes, Publisher
 from worker.processor import Processor
 from worker.settings import Settings
-from worker.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
+from worker.store.expiry import expire_everywhere
 
 log = get_logger("worker.service")
 
@@ -42,7 +42,7 @@ class Worker:
     async def migrate_all(self) -> None:
         """Migrate every configured database at once.  One that is down or parked is
         logged, not fatal: its batches are retried, and it is migrated before the first
-        once it answers (worker/migrating.py)."""
+        once it answers (worker/store/migrating.py)."""
         await asyncio.gather(*(self._migrate(name) for name in self.settings.databases))
 
     async def _migrate(self, name: str) -> None:
@@ -122,12 +122,12 @@ class Worker:
         try:
             channel = await connection.channel()
             # Declared before the prefetch is set: a queue kept as it is reopens the
-            # channel (worker/topology.py), and a reopened channel has no prefetch.
+            # channel (worker/amqp/topology.py), and a reopened channel has no prefetch.
             topology = await declare_topology(channel, self.settings.retry.delays_s)
             self._start_migrations()
             await channel.set_qos(prefetch_count=amqp.prefetch_count)
             # Replies, retries and dead letters go on a channel of their own, which is
-            # replaced when the broker refuses a publish (worker/nodes.py) without
+            # replaced when the broker refuses a publish (worker/amqp/nodes.py) without
             # touching the consumer.  A consumer per connection: a delivery is acknowledged
             # on the channel it came from, or not at all (the broker then redelivers it).
             publisher = Publisher(await connection.channel(publisher_confirms=True,

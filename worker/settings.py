@@ -50,7 +50,7 @@ class _Section(BaseModel):
 
 class AmqpSettings(_Section):
     # One node's URL, or the URLs of a cluster's nodes: connections go to the first that
-    # answers and fail over to the others (worker/nodes.py).
+    # answers and fail over to the others (worker/amqp/nodes.py).
     url: SecretStr | list[SecretStr] = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
     # Batches in flight per worker process: each holds at most one database connection.
     prefetch_count: int = Field(default=16, ge=1, le=10_000)
@@ -107,7 +107,7 @@ class DatabaseSettings(_Section):
     command_timeout_s: float = Field(default=60.0, gt=0)
     # Small batches that arrive while every connection is busy are committed together, at
     # most this many in one transaction, each with its own answers, reply and record
-    # (worker/grouping.py); 1 writes every batch in a transaction of its own.
+    # (worker/store/grouping.py); 1 writes every batch in a transaction of its own.
     group_max_batches: int = Field(default=32, ge=1)
     # Small batches (up to 100 rows) are written by at most this many transactions at a
     # time; the others wait for a turn and go in groups.  Larger batches use the whole pool.
@@ -129,7 +129,7 @@ class LimitsSettings(_Section):
     # Decompressed size of a gzip body; inflation stops at this bound (no gzip bombs).
     max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_items: int = Field(default=10_000, ge=1)
-    # Body bytes validated and written at once (worker/budget.py); one body alone always
+    # Body bytes validated and written at once (worker/core/budget.py); one body alone always
     # goes.  Bounds memory with large batches: room for two of the largest bodies keeps
     # one validating while the other is written; more only costs memory (BENCHMARKS.md).
     max_bytes_in_progress: int = Field(default=8 * 1024 * 1024, ge=1)

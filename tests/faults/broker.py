@@ -14,13 +14,13 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from tests.faults.producer import LedgerProducer, wait_drained
 from tests.services import rabbitmqctl
 from tests.waiting import wait_until
-from worker.client import UpsertClient
-from worker.topology import (
+from worker.amqp.topology import (
     DEAD_QUEUE,
     REQUEST_QUEUE,
     declare_topology,
     retry_queue_name,
 )
+from worker.client import UpsertClient
 
 REPLY_QUEUE = "faults.replies"
 RECONNECT_INTERVAL_S = 0.3

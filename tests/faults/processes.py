@@ -239,7 +239,7 @@ async def create_migrated(admin_dsn: str, database: str, dsn: str) -> None:
     (through ``dsn``, which names it)."""
     import asyncpg
 
-    from worker.migrations import migrate
+    from worker.store.migrations import migrate
 
     admin = await asyncpg.connect(admin_dsn)
     try:

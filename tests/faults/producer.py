@@ -23,7 +23,7 @@ from tests.faults.cluster import declare_quorum_queue
 from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
 from tests.waiting import wait_until
 from worker.client import UpsertClient
-from worker.wire import DELIVERY_COUNT_HEADER
+from worker.core.wire import DELIVERY_COUNT_HEADER
 
 RETRY_PAUSE_S = 0.3
 

@@ -38,7 +38,7 @@ from tests.faults.worker_log import (
     seconds,
     wait_event,
 )
-from worker.topology import DEAD_QUEUE, REQUEST_QUEUE, retry_queue_name
+from worker.amqp.topology import DEAD_QUEUE, REQUEST_QUEUE, retry_queue_name
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 

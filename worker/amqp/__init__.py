@@ -1,0 +1,1 @@
+"""RabbitMQ: consuming, deliveries, nodes, topology, signed identity, dead letters."""

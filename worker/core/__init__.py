@@ -1,0 +1,1 @@
+"""Pure: a request, its checks and validation, the batch, answers, replies, errors."""

@@ -1,0 +1,49 @@
+"""Reply bodies: the 207 multi-status of a batch and the RFC 7807 problem of a refusal."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from worker.core.batch import Batch, ItemStatus
+from worker.core.errors import UpsertError
+
+MULTI_STATUS = 207
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_activity_id() -> str:
+    """A ULID: 48 bits of milliseconds and 80 random bits, sortable by time."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def batch_reply(batch: Batch) -> bytes:
+    """The 207 body: one entry per request item, same order, same count."""
+    data: list[dict[str, Any]] = []
+    for ids, answer in zip(batch.ids, batch.answers, strict=True):
+        if answer is None:  # every item is answered; this would be a bug in the writer
+            data.append({"id": ids, "status": ItemStatus.FAILED,
+                         "body": "unexpected failure: no outcome"})
+        else:
+            data.append({"id": ids, "status": answer.status, "body": answer.body})
+    return orjson.dumps({"data": data, "error": None,
+                         "debug": {"activityID": batch.activity_id}})
+
+
+def problem_reply(error: UpsertError, path: str | None, activity_id: str) -> bytes:
+    """A whole-message refusal: ``data`` null and an RFC 7807 ``error``, as the error's
+    class (worker/core/errors.py) says."""
+    problem = {"type": error.problem_type, "title": error.title, "status": error.status,
+               "detail": error.detail, "instance": path}
+    return orjson.dumps({"data": None, "error": problem, "debug": {"activityID": activity_id}})
+
+
+def status_counts(batch: Batch) -> dict[int, int]:
+    """How many items got each status, for logs and metrics."""
+    return dict(Counter(a.status for a in batch.answers if a is not None))

@@ -1,0 +1,1 @@
+"""HTTP: the gateway and the worker's health and metrics endpoints."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: pools, migrations, statements, the write path, expiry."""

@@ -1,0 +1,172 @@
+"""The write path: validated batches into their database, exactly once per message_id.
+
+One transaction writes one batch, or a group of small batches (worker/store/grouping.py decides
+which), in a fixed number of round trips whatever their size: the rows (worker/store/rows.py),
+then each batch's 207 reply, rendered and recorded under its message_id in the same
+transaction, so that a redelivery is answered from the record and writes nothing.
+
+A batch alone whose upsert hit an item error is written again item-isolating.  A deadlock
+or serialization failure (another writer, a trigger) is retried in place a few times, with
+a short jittered pause, before the batch goes the slow way through the delay queues.  A
+group never isolates nor retries: anything unusual raises, its transaction is rolled back,
+and its batches are committed one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import asyncpg
+
+from worker import metrics as m
+from worker.core.batch import Batch
+from worker.core.replies import MULTI_STATUS, batch_reply
+from worker.logs import get_logger
+from worker.store import failures
+from worker.store.rows import IsolateItems, write_rows
+from worker.store.statements import (
+    PROCESSED_ANY,
+    PROCESSED_LOOKUP,
+    PROCESSED_RECORD,
+    PROCESSED_RECORD_MANY,
+)
+
+log = get_logger("worker.store.writer")
+
+# In-place tries of a transaction that hit a deadlock or serialization failure, and the
+# first pause between them (doubled each time, fully jittered so the two sides of a
+# deadlock do not meet again in step).
+CONFLICT_ATTEMPTS = 4
+CONFLICT_BACKOFF_S = 0.05
+
+
+@dataclass(frozen=True)
+class RecordedReply:
+    """A batch's reply as recorded with its writes."""
+
+    status: int
+    body: bytes
+    # True when the batch had been processed before and this is the recorded reply.
+    replayed: bool
+    # The activity id in the body (a recorded reply keeps the one of its first answer);
+    # None for records made before it was kept in a column.
+    activity_id: str | None = None
+
+    @classmethod
+    def of(cls, stored: asyncpg.Record) -> RecordedReply:
+        """The reply as recorded, from a PROCESSED_LOOKUP row."""
+        return cls(stored["status"], bytes(stored["reply"]), True, stored["activity_id"])
+
+
+class GroupRefused(Exception):
+    """The group cannot be committed together: commit its batches one by one."""
+
+
+class _AlreadyProcessed(Exception):
+    """Another delivery of the same message_id committed first."""
+
+
+async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
+                       conflict_attempts: int = CONFLICT_ATTEMPTS) -> RecordedReply:
+    """Write the batch and record its reply, exactly once per message_id.
+
+    A deadlock or serialization failure is retried here up to ``conflict_attempts`` times
+    in all; transient database failures are raised as
+    :class:`~worker.core.errors.TransientFailure`.
+    """
+    try:
+        async with pool.acquire() as conn:
+            attempt = 1
+            while True:
+                try:
+                    return await _commit_once(conn, batch)
+                except Exception as e:
+                    if not failures.is_conflict(e) or attempt >= conflict_attempts:
+                        raise
+                    sqlstate = getattr(e, "sqlstate", "")
+                    m.DATABASE_CONFLICTS.labels(sqlstate=sqlstate).inc()
+                    log.info("database conflict; retrying in place", sqlstate=sqlstate,
+                             attempt=attempt)
+                    # Rolled back: try again once the other transaction has had a moment
+                    # to finish.
+                    batch.forget_database_answers()
+                    await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2 ** attempt))
+                    attempt += 1
+    except Exception as e:
+        transient = failures.classify_database_error(e)
+        if transient is not None:
+            if failures.is_on_standby(e):
+                # New connections go where target_session_attrs says: the new primary.
+                await pool.expire_connections()
+            raise transient from e
+        raise
+
+
+async def commit_group(pool: asyncpg.Pool, batches: list[Batch]) -> list[RecordedReply]:
+    """Write the batches in one transaction, in order, each with its reply recorded.
+
+    Raises on anything unusual (:class:`GroupRefused` when it is known up front); nothing
+    of the group is then committed, and the answers it gave must be forgotten.
+    """
+    ids = [(batch.producer, batch.message_id) for batch in batches
+           if batch.message_id is not None]
+    if len(set(ids)) != len(ids):
+        raise GroupRefused("the same message_id of one producer twice in one group")
+    async with pool.acquire() as conn:
+        # Only a redelivery can have been answered before; for first deliveries the
+        # records' insert finds a repeated message_id all the same.
+        if (ids and not all(batch.first_delivery for batch in batches)
+                and await conn.fetchval(PROCESSED_ANY, *map(list, zip(*ids, strict=True)))):
+            raise GroupRefused("a batch of the group was processed before")
+        return await _transaction(conn, batches, isolate=False)
+
+
+async def _commit_once(conn: asyncpg.Connection, batch: Batch) -> RecordedReply:
+    """One try: answer from the record, else write in one transaction (twice if an item
+    error has to be isolated)."""
+    if batch.message_id is not None and not batch.first_delivery:
+        # The primary key alone: a redelivery costs one index lookup.  A first delivery
+        # skips it: should its id be recorded after all (a producer sent it twice), the
+        # record's insert conflicts and the answer comes from the record then.
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
+        if stored is not None:
+            return RecordedReply.of(stored)
+    try:
+        try:
+            (reply,) = await _transaction(conn, [batch], isolate=False)
+        except IsolateItems:
+            batch.forget_database_answers()
+            (reply,) = await _transaction(conn, [batch], isolate=True)
+        return reply
+    except _AlreadyProcessed:
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
+        return RecordedReply.of(stored)
+
+
+async def _transaction(conn: asyncpg.Connection, batches: list[Batch], *,
+                       isolate: bool) -> list[RecordedReply]:
+    async with conn.transaction():
+        await write_rows(conn, batches, isolate=isolate)
+        bodies = [batch_reply(batch) for batch in batches]
+        await _record(conn, batches, bodies)
+    return [RecordedReply(MULTI_STATUS, body, False, batch.activity_id)
+            for batch, body in zip(batches, bodies, strict=True)]
+
+
+async def _record(conn: asyncpg.Connection, batches: list[Batch], bodies: list[bytes]) -> None:
+    """Record each batch's reply under its producer and message_id, with its path and
+    activity id; raises _AlreadyProcessed if another delivery of one of them committed
+    first."""
+    records = [(batch.producer, batch.message_id, batch.path, batch.activity_id,
+                MULTI_STATUS, body)
+               for batch, body in zip(batches, bodies, strict=True)
+               if batch.message_id is not None]
+    if len(records) == 1:
+        if await conn.fetchval(PROCESSED_RECORD, *records[0]) is None:
+            raise _AlreadyProcessed
+    elif records:
+        columns = [list(column) for column in zip(*records, strict=True)]
+        if len(await conn.fetch(PROCESSED_RECORD_MANY, *columns)) != len(records):
+            raise _AlreadyProcessed
