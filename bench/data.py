@@ -11,7 +11,7 @@ import orjson
 
 from schemas.registry import default_registry
 from schemas.samples import Parents, make_item, path_for
-from tests.samples import insert_parents
+from tests.support.samples import insert_parents
 
 PATH = "/benefits-batch"
 ROUTING_KEY = "Benefit"

@@ -35,7 +35,7 @@ from bench.services import (
     worker_config,
 )
 from bench.startup import IDLE_S, measure_startup
-from tests.services import free_port
+from tests.support.services import free_port
 from worker.settings import Settings
 
 WORKER = "worker"

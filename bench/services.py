@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.configs import merged, write_toml
-from tests.services import Services, unique
+from tests.support.configs import merged, write_toml
+from tests.support.services import Services, unique
 
 SERVICES = Services.from_env("BENCH", "TEST")
 amqp_url = SERVICES.amqp_url

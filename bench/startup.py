@@ -16,7 +16,7 @@ from bench.services import (
     python_module,
     worker_config,
 )
-from tests.services import free_port
+from tests.support.services import free_port
 
 # Idle for this long after ready before memory is read: what a worker holds waiting.
 IDLE_S = 5.0

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.configs import make_settings
-from tests.databases import drop_pooled_databases, isolated_database
-from tests.producer import Producer
-from tests.running import running
-from tests.services import amqp_url, isolated_vhost, rabbitmqctl
+from tests.support.configs import make_settings
+from tests.support.databases import drop_pooled_databases, isolated_database
+from tests.support.producer import Producer
+from tests.support.running import running
+from tests.support.services import amqp_url, isolated_vhost, rabbitmqctl
 from worker.service import Worker
 from worker.settings import Settings
 

@@ -12,8 +12,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.faults.producer import LedgerProducer, wait_drained
-from tests.services import rabbitmqctl
-from tests.waiting import wait_until
+from tests.support.services import rabbitmqctl
+from tests.support.waiting import wait_until
 from worker.amqp.topology import (
     DEAD_QUEUE,
     REQUEST_QUEUE,

@@ -16,7 +16,7 @@ from tests.faults.broker import TestBroker
 from tests.faults.cluster import RabbitCluster, rabbit_cluster
 from tests.faults.pg_pair import PgPair, pg_pair
 from tests.faults.processes import Spawn, WorkerProcess, write_config
-from tests.services import amqp_url
+from tests.support.services import amqp_url
 
 
 @pytest.fixture

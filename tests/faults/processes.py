@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.configs import merged, write_toml
 from tests.faults.commands import run_bounded
 from tests.faults.procinfo import children_of, identities, still_running
-from tests.services import free_port
+from tests.support.configs import merged, write_toml
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

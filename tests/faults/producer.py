@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from tests.faults.cluster import declare_quorum_queue
 from tests.faults.ledger import ENTITY, PATH, LedgerBatch, Received
-from tests.waiting import wait_until
+from tests.support.waiting import wait_until
 from worker.client import UpsertClient
 from worker.core.wire import DELIVERY_COUNT_HEADER
 

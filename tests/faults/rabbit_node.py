@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.faults.commands import run_bounded
 from tests.faults.procinfo import children_of, listening, parent_of
-from tests.services import free_port
+from tests.support.services import free_port
 
 # Debian's /usr/sbin/rabbitmq* are wrappers that switch to the rabbitmq user and its home,
 # and with it to the shared node's Erlang cookie; the real scripts are here.

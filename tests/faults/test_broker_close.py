@@ -19,8 +19,8 @@ import pytest
 
 from tests.faults.ledger import check_ledger, make_batches, seeded_rng
 from tests.faults.processes import Spawn
-from tests.reliability_support import lock_waiters
-from tests.waiting import wait_until
+from tests.support.reliability_support import lock_waiters
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
