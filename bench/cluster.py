@@ -3,11 +3,11 @@ on the quorum request queue, with the rate and the CPU each node spends per item
 
     python -m bench.cluster [--seconds 20]      (about two minutes; prints a Markdown table)
 
-The nodes are started and stopped by the fault tests' harness (tests/faults/cluster.py) on
-ports of their own; the database is a fresh one on the local PostgreSQL.  Each worker lists
-every node, starting with a different one, as a deployment would spread them; the load
-generator publishes through the last node.  1,000-item Benefit batches, twice the workers'
-prefetch in flight.
+The nodes are started and stopped by the fault tests' harness
+(tests/support/faults/cluster.py) on ports of their own; the database is a fresh one on
+the local PostgreSQL.  Each worker lists every node, starting with a different one, as a
+deployment would spread them; the load generator publishes through the last node.
+1,000-item Benefit batches, twice the workers' prefetch in flight.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bench.cpu import CpuMeter, cpu_seconds
 from bench.data import Keys, make_batches, seed_parents
 from bench.load import Loops, Producer
 from bench.services import Process, own_database, python_module, wait_for_log, worker_config
-from tests.faults.cluster import RabbitCluster, rabbit_cluster
+from tests.support.faults.cluster import RabbitCluster, rabbit_cluster
 from worker.amqp.topology import REQUEST_QUEUE
 
 SIZE = 1000

@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 
 from schemas.registry import default_registry
-from schemas.samples import Parents, make_item, path_for
-from tests.support.samples import insert_parents
+from tests.support.samples import Parents, insert_parents, make_item, path_for
 
 PATH = "/benefits-batch"
 ROUTING_KEY = "Benefit"

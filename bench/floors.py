@@ -10,7 +10,7 @@ from typing import Any
 from bench.data import PATH, Batches
 from schemas.models import model_for
 from schemas.registry import default_registry
-from worker.core.validation import read_items
+from worker.core.reading import read_items
 from worker.settings import LimitsSettings
 
 

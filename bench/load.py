@@ -13,8 +13,8 @@ import aio_pika
 
 from bench.cpu import CpuSplit
 from bench.data import PATH, ROUTING_KEY
+from vbapi_upsert_client import UpsertClient
 from worker.amqp.topology import declare_topology
-from worker.client import UpsertClient
 from worker.settings import RetrySettings
 
 T = TypeVar("T")

@@ -1,8 +1,8 @@
 """The benchmark's own corner of the local services: a vhost and databases it made, and the
 worker processes it started.  Everything is removed again, and nothing else is touched.
 
-Where the services are is read as the tests read it (tests/services.py), the benchmark's
-own ``BENCH_*`` variables first, then the ``TEST_*`` ones."""
+Where the services are is read as the tests read it (tests/support/services.py), the
+benchmark's own ``BENCH_*`` variables first, then the ``TEST_*`` ones."""
 
 from __future__ import annotations
 

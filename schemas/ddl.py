@@ -17,8 +17,6 @@ SCHEMA = "vbapi"
 MIGRATIONS_TABLE = f"{SCHEMA}.schema_migrations"
 ENTITIES_TABLE = f"{SCHEMA}.schema_entities"
 PROCESSED_TABLE = f"{SCHEMA}.upsert_processed_message"
-# The worker's own tables in the schema: never compared with the declarations.
-OWN_TABLES = frozenset({"schema_migrations", "schema_entities", "upsert_processed_message"})
 
 # Hand-written, append-only steps.  Entity tables are not listed here: they follow from the
 # declarations (see declared_schema) so that a new declaration needs no migration.

@@ -41,9 +41,8 @@ class Field:
 
     @property
     def sql_type(self) -> str:
-        if self.kind is Kind.TEXT and self.max_length is not None:
-            return f"varchar({self.max_length})"
-        return self.kind.sql_type
+        """The column type (a text field with a length is a varchar of that length)."""
+        return self.kind.spec.column_type(self)
 
     @classmethod
     def from_declaration(cls, data: dict[str, Any]) -> Field:
@@ -148,11 +147,29 @@ class Entity:
     def __post_init__(self) -> None:
         by_name = {f.name: f for f in self.fields}
         object.__setattr__(self, "_by_name", by_name)
+        self._check_names(by_name)
+        self._check_key(by_name)
+        object.__setattr__(self, "_key_fields", tuple(by_name[k] for k in self.key))
+        positions = {f.name: i for i, f in enumerate(self.fields)}
+        object.__setattr__(self, "_positions", positions)
+        object.__setattr__(self, "_key_positions", tuple(positions[k] for k in self.key))
+        self._check_bindings(by_name)
+        for parent in self.parents:
+            for name in parent.fields:
+                if name not in by_name:
+                    raise ValueError(f"{self.name}: parent field {name!r} is not a field")
+        object.__setattr__(self, "_parent_positions",
+                           tuple(tuple(positions[name] for name in parent.fields)
+                                 for parent in self.parents))
+
+    def _check_names(self, by_name: dict[str, Field]) -> None:
         if len({n.lower() for n in by_name}) != len(self.fields):
             raise ValueError(f"{self.name}: field names must differ case-insensitively")
         for name in by_name:
             if not name.isidentifier():
                 raise ValueError(f"{self.name}: field name {name!r} is not an identifier")
+
+    def _check_key(self, by_name: dict[str, Field]) -> None:
         for key in self.key:
             if key not in by_name:
                 raise ValueError(f"{self.name}: key field {key!r} is not a field")
@@ -161,10 +178,8 @@ class Entity:
                                  f"or date-time")
             if not by_name[key].required:
                 raise ValueError(f"{self.name}: key field {key!r} must be required")
-        object.__setattr__(self, "_key_fields", tuple(by_name[k] for k in self.key))
-        positions = {f.name: i for i, f in enumerate(self.fields)}
-        object.__setattr__(self, "_positions", positions)
-        object.__setattr__(self, "_key_positions", tuple(positions[k] for k in self.key))
+
+    def _check_bindings(self, by_name: dict[str, Field]) -> None:
         params = _PATH_PARAM.findall(self.path)
         for param, target in self.bindings.items():
             if param not in params:
@@ -176,13 +191,6 @@ class Entity:
                                  f"integer or date-time")
         if set(params) - set(self.bindings) - set(self.scope):
             raise ValueError(f"{self.name}: every path parameter needs a binding")
-        for parent in self.parents:
-            for name in parent.fields:
-                if name not in by_name:
-                    raise ValueError(f"{self.name}: parent field {name!r} is not a field")
-        object.__setattr__(self, "_parent_positions",
-                           tuple(tuple(positions[name] for name in parent.fields)
-                                 for parent in self.parents))
 
     def field_named(self, name: str) -> Field:
         return self._by_name[name]  # type: ignore[attr-defined, no-any-return]

@@ -5,17 +5,17 @@ msgspec costs to read the same body into structs (measured in BENCHMARKS.md, ite
 The fast reader accepts a subset of what the pydantic models (schemas/models.py) accept,
 and reads what it accepts as the same Python values; whatever it refuses, pydantic reads
 as before, and names each offending field.  So validation is exactly as strict as the
-pydantic models, and every answer says what pydantic says.  tests/test_fast_reader.py
+pydantic models, and every answer says what pydantic says.  tests/unit/test_fast_reader.py
 holds the two to each other, value by value and body by body.
 
 Where the two readers differ, the fast one must refuse:
 
 - arrays of objects: msgspec nests deeper than pydantic's parser allows, so an entity
   with such a field has no fast reader (KindSpec.fast_type is None);
-- date-times with more than six digits of fractions of a second: pydantic truncates them
-  to microseconds, msgspec rounds.  A body that may hold one (seven digits after a dot
-  that a number would not end with, or a digit or dot spelled as a \\u escape) is left to
-  pydantic: see :func:`FastReader.may_read`.
+- date-times with more than six digits of fractions of a second (KindSpec.rounds_fractions):
+  pydantic truncates them to microseconds, msgspec rounds.  A body that may hold one (seven
+  digits after a dot that a number would not end with, or a digit or dot spelled as a \\u
+  escape) is left to pydantic: see :func:`FastReader.may_read`.
 
 A valid item comes out as a tuple of its values in field order (None for a field left
 out), the form the writer sends to PostgreSQL (worker/store/statements.py).
@@ -31,8 +31,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import astuple
 
-from schemas.entity import Entity, Field
-from schemas.kinds import Kind
+from schemas.entity import Entity
 
 # A fraction of a second with more than six digits: a date-time msgspec would round.  In
 # a date-time the digits end the string or meet its offset; a number's meet a comma, a
@@ -51,15 +50,16 @@ class FastReader:
 
     body: msgspec.json.Decoder[list[Any]]
     item: msgspec.json.Decoder[Any]
-    has_datetimes: bool
+    # Whether a field's kind rounds long fractions of a second (KindSpec.rounds_fractions).
+    guards_fractions: bool
     # The fewest bytes a clean item can be written in: its required fields, each with the
-    # shortest value its kind allows (a date-time counted as its quotes alone).
+    # shortest value its kind allows (KindSpec.min_json_bytes).
     min_item_bytes: int
 
     def may_read(self, body: bytes) -> bool:
         """Whether the fast reader may read ``body`` at all: not if a date-time in it could
         have more than six digits of fractions (a memchr first: most bodies have no '.')."""
-        if not self.has_datetimes:
+        if not self.guards_fractions:
             return True
         if b"." in body and _LONG_FRACTION.search(body):
             return False
@@ -93,20 +93,6 @@ class FastReader:
             return item
 
 
-def _min_value_bytes(field: Field) -> int:
-    """The fewest bytes a valid value of ``field`` takes in JSON (never more than that:
-    the bound it makes only ever asks for a count it could have skipped)."""
-    match field.kind:
-        case Kind.TEXT:
-            return 2 + (field.min_length or 0)  # quotes, and a byte per code point at least
-        case Kind.BOOLEAN:
-            return 4  # true
-        case Kind.DATETIME:
-            return 2
-        case _:
-            return 1  # a digit
-
-
 @cache
 def fast_reader_for(entity: Entity) -> FastReader | None:
     """The fast reader of ``entity``, or None where only pydantic may read its items."""
@@ -131,9 +117,10 @@ def fast_reader_for(entity: Entity) -> FastReader | None:
         gc=False)
     # {"name":value,...}: braces, and per required member its quoted name, a colon, its
     # value and a comma (one comma too many, one brace too few: even).
-    min_item_bytes = 1 + sum(len(f.name.encode()) + 4 + _min_value_bytes(f)
+    min_item_bytes = 1 + sum(len(f.name.encode()) + 4 + f.kind.spec.min_json_bytes(f)
                              for f in entity.fields if f.required)
     return FastReader(body=msgspec.json.Decoder(list[struct]),
                       item=msgspec.json.Decoder(struct),
-                      has_datetimes=any(f.kind is Kind.DATETIME for f in entity.fields),
+                      guards_fractions=any(f.kind.spec.rounds_fractions
+                                           for f in entity.fields),
                       min_item_bytes=min_item_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.entity import Entity, Field
+from schemas.statuses import ITEM_STATUS_CODES
 
 
 def field_schema(field: Field) -> dict[str, Any]:
@@ -59,7 +60,7 @@ ITEM_RESULT_SCHEMA: dict[str, Any] = {
                "items": {"type": "object", "properties": {"key": {"type": "string"},
                                                            "value": {}},
                          "required": ["key", "value"]}},
-        "status": {"type": "integer", "enum": [200, 201, 400, 404, 409, 500]},
+        "status": {"type": "integer", "enum": ITEM_STATUS_CODES},
         "body": {"type": "string"},
     },
     "required": ["id", "status", "body"],

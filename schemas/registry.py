@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from schemas.entity import Entity, Field, Table
+from schemas.entity import Entity, Field, Parent, Table
 
 DECLARATIONS = Path(__file__).with_name("vbapi.json")
 _PARAM = "{}"
@@ -86,18 +86,7 @@ class Registry:
             tables[table.name] = (table.key, {f.column: f for f in table.columns})
         for entity in self.entities:
             for parent in entity.parents:
-                known = tables.get(parent.table)
-                if known is None:
-                    raise ValueError(f"{entity.name}: parent table {parent.table} is not "
-                                     f"declared")
-                key, columns = known
-                if tuple(parent.columns) != key:
-                    raise ValueError(f"{entity.name}: parent {parent.table}{parent.columns} "
-                                     f"is not that table's key {key}")
-                for name, column in zip(parent.fields, parent.columns, strict=True):
-                    if entity.field_named(name).kind is not columns[column].kind:
-                        raise ValueError(f"{entity.name}: {name} and {parent.table}.{column} "
-                                         f"are of different types")
+                _check_parent(entity, parent, tables)
 
     def by_name(self, name: str) -> Entity:
         return self._by_name[name]
@@ -128,6 +117,23 @@ class Registry:
         if param is not None and segment:
             return self._walk(param, segments, at + 1, [*values, segment])
         return None
+
+
+def _check_parent(entity: Entity, parent: Parent,
+                  tables: dict[str, tuple[tuple[str, ...], dict[str, Field]]]) -> None:
+    """Raise ValueError where ``parent`` does not name a declared table's key (of the
+    same kinds as the fields that refer to it)."""
+    known = tables.get(parent.table)
+    if known is None:
+        raise ValueError(f"{entity.name}: parent table {parent.table} is not declared")
+    key, columns = known
+    if tuple(parent.columns) != key:
+        raise ValueError(f"{entity.name}: parent {parent.table}{parent.columns} "
+                         f"is not that table's key {key}")
+    for name, column in zip(parent.fields, parent.columns, strict=True):
+        if entity.field_named(name).kind is not columns[column].kind:
+            raise ValueError(f"{entity.name}: {name} and {parent.table}.{column} "
+                             f"are of different types")
 
 
 def registry_from_declarations(data: dict[str, Any]) -> Registry:

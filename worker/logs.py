@@ -1,7 +1,12 @@
 """structlog setup: JSON lines by default, readable console output on a terminal.
 
-Context (activity id, message id, ...) is bound per batch with contextvars, so every line
-a batch causes carries it.  Item payloads and secrets are never logged.
+Every line logged while a delivery is handled carries its ids (activity id, message id,
+correlation id, path, database), whichever module logs it (the consumer, the processor, the
+store, the migrations): the consumer binds them once per delivery with structlog's
+contextvars (worker/amqp/consumer.py), and ``merge_contextvars``, first below, puts them on
+every line.  A group commit's task names its batches instead (``message_ids``,
+``activity_ids``; worker/store/grouping.py).  Item payloads are never logged, and the
+configuration's secrets are masked in every line.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
-"""One batch from request to answer: intake (validate) -> writer (write) -> replies.
+"""One batch from request to answer: intake (plan) -> store (outcome) -> replies.
 
-Knows nothing of AMQP: the consumer hands it a :class:`~worker.core.batch.Request` and gets an
-:class:`Answer` back, or a :class:`~worker.core.errors.TransientFailure` to retry later.
+Knows nothing of AMQP: the consumer hands it a :class:`~worker.core.request.Request` and gets
+an :class:`Answer` back, or a :class:`~worker.core.errors.TransientFailure` to retry later.
+The pipeline's values are in worker/core/batch.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -22,6 +25,7 @@ from worker.core.errors import UpsertError
 from worker.core.intake import prepare_batch
 from worker.core.replies import problem_reply, status_counts
 from worker.core.request import Request
+from worker.logs import get_logger
 from worker.redaction import mask_detail, secrets_of
 from worker.settings import Settings
 from worker.store import failures
@@ -29,6 +33,9 @@ from worker.store.grouping import GroupCommitter
 from worker.store.migrating import Migrator
 from worker.store.pools import Databases
 from worker.store.statements import PROCESSED_LOOKUP
+from worker.store.writer import RecordedReply
+
+log = get_logger("worker.processor")
 
 
 @dataclass
@@ -79,28 +86,28 @@ class Processor:
     async def _process(self, request: Request, received_at: dt.datetime,
                        activity_id: str) -> Answer:
         try:
-            batch = prepare_batch(request, self.settings, self.registry, received_at,
-                                  activity_id)
+            plan = prepare_batch(request, self.settings, self.registry, received_at,
+                                 activity_id)
         except errors.MessageRejected as e:
             return self.refusal(e, request, activity_id)
-        up = m.DATABASE_UP.labels(database=batch.database)
+        up = m.DATABASE_UP.labels(database=plan.database)
         started = time.perf_counter()
         try:
-            await self.ensure_migrated(batch.database)
-            pool = await self.databases.pool(batch.database)
-            stored = await self._committer(batch.database, pool).commit(batch)
+            await self.ensure_migrated(plan.database)
+            pool = await self.databases.pool(plan.database)
+            stored = await self._committer(plan.database, pool).commit(plan)
         except errors.TransientFailure as e:
             up.set(0)
             mask_detail(e, self._secrets)
             raise
         up.set(1)
         m.DB_WRITE_TIME.observe(time.perf_counter() - started)
-        if stored.replayed:
-            activity_id = stored.activity_id or _activity_in(stored.body)
-        return Answer(status=stored.status, body=stored.body, entity=batch.entity.name,
-                      database=batch.database, path=batch.path,
-                      status_counts=status_counts(batch), item_count=len(batch.answers),
-                      replayed=stored.replayed, activity_id=activity_id)
+        # A reply from the record counts the answers known before the database only.
+        answers = plan.known if stored.outcome is None else stored.outcome.answers
+        return Answer(status=stored.status, body=stored.body, entity=plan.entity.name,
+                      database=plan.database, path=plan.path,
+                      status_counts=status_counts(answers), item_count=len(plan.known),
+                      replayed=stored.replayed, activity_id=stored.activity_id)
 
     async def recorded(self, request: Request) -> Answer | None:
         """The recorded outcome of a batch whose writes committed (by message_id), else None.
@@ -115,23 +122,47 @@ class Processor:
         try:
             row = await pool.fetchrow(PROCESSED_LOOKUP, request.user_id or "", message_id)
         except Exception as e:
-            raise (failures.classify_database_error(e) or e) from e
+            transient = failures.classify_database_error(e)
+            if transient is None or transient is e:
+                raise
+            raise transient from e
         if row is None:
             return None
-        body = bytes(row["reply"])
-        reply = orjson.loads(body)
+        stored = RecordedReply.of(row)
+        reply = orjson.loads(stored.body)
         route = self.registry.route(request.path) if request.path else None
         statuses = [item["status"] for item in reply.get("data") or []]
-        return Answer(status=row["status"], body=body,
+        return Answer(status=stored.status, body=stored.body,
                       entity=route.entity.name if route else None, database=database,
                       path=request.path, status_counts=dict(Counter(statuses)),
                       item_count=len(statuses), replayed=True,
-                      activity_id=row["activity_id"] or _activity_in(body))
+                      activity_id=stored.activity_id)
 
     async def ensure_migrated(self, name: str) -> None:
         """Migrate the database unless done already; TransientFailure while it is down or
         parked (its migration refused)."""
         await self.migrator.ensure(name)
+
+    async def start(self) -> None:
+        """The worker's start-up: migrate every configured database at once.  One that is
+        down or parked is logged, not fatal: its batches are retried, and it is migrated
+        before the first once it answers (worker/store/migrating.py)."""
+        await asyncio.gather(*(self._migrate_at_start(name) for name in self.settings.databases))
+
+    async def _migrate_at_start(self, name: str) -> None:
+        try:
+            await self.ensure_migrated(name)
+        except errors.TransientFailure as e:
+            if name not in self.migrator.parked:  # a parked one was said already
+                log.warning("database not migrated: unreachable; it is migrated before its "
+                            "first batch once it answers", database=name, error=e.detail)
+        except Exception as e:
+            log.error("database migration failed", database=name, error=repr(e))
+
+    @property
+    def parked(self) -> Mapping[str, str]:
+        """The databases whose migration was refused, with the reason (for /readyz)."""
+        return self.migrator.parked
 
     def _committer(self, name: str, pool: asyncpg.Pool) -> GroupCommitter:
         committer = self._committers.get(name)
@@ -149,8 +180,3 @@ class Processor:
         return Answer(status=error.status, body=problem_reply(error, path, activity_id),
                       entity=route.entity.name if route else None, database=request.database,
                       path=path, error=error, activity_id=activity_id)
-
-
-def _activity_in(reply: bytes) -> str:
-    """The activity id of a reply recorded before it was kept in a column of its own."""
-    return str(orjson.loads(reply)["debug"]["activityID"])

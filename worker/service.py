@@ -1,20 +1,23 @@
 """The ``run`` command: connect, declare, migrate (in the background), consume until told
-to stop, drain."""
+to stop, drain.
+
+The one place besides the command line that holds the whole configuration: it hands each
+part the sections it uses."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from worker import metrics as m
-from worker.amqp.consumer import Consumer
+from worker.amqp.consumer import Consumer, Outlets
 from worker.amqp.nodes import Nodes, Publisher
 from worker.amqp.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
-from worker.core import errors
 from worker.http.health import HealthServer
 from worker.logs import get_logger
 from worker.processor import Processor
@@ -22,6 +25,8 @@ from worker.settings import Settings
 from worker.store.expiry import expire_everywhere
 
 log = get_logger("worker.service")
+
+OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
 class Worker:
@@ -34,39 +39,18 @@ class Worker:
         self.stopping = asyncio.Event()
         self.consuming = False
         self.consumer: Consumer | None = None
-        # Batches being handled, whichever connection they came from.
+        # Batches being handled, whichever connection they came from: drained at shutdown.
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.health: HealthServer | None = None
-        self._migrations: asyncio.Task[None] | None = None
-
-    async def migrate_all(self) -> None:
-        """Migrate every configured database at once.  One that is down or parked is
-        logged, not fatal: its batches are retried, and it is migrated before the first
-        once it answers (worker/store/migrating.py)."""
-        await asyncio.gather(*(self._migrate(name) for name in self.settings.databases))
-
-    async def _migrate(self, name: str) -> None:
-        try:
-            await self.processor.ensure_migrated(name)
-        except errors.TransientFailure as e:
-            if name not in self.processor.migrator.parked:  # a parked one was said already
-                log.warning("database not migrated: unreachable; it is migrated before its "
-                            "first batch once it answers", database=name, error=e.detail)
-        except Exception as e:
-            log.error("database migration failed", database=name, error=repr(e))
+        # The start-up migrations (Processor.start), once begun.
+        self.migrations: asyncio.Task[None] | None = None
 
     def _start_migrations(self) -> None:
         """Once per process, after the first topology declaration: the broker first, so
         that a database that is down or slow to answer cannot delay consuming, and every
         database at once, each bounded by its connect timeout."""
-        if self._migrations is None:
-            self._migrations = asyncio.create_task(self.migrate_all())
-
-    async def migrations_settled(self) -> None:
-        """Wait until the start-up migrations have run: each database migrated, parked, or
-        found down (then migrated before its first batch)."""
-        if self._migrations is not None:
-            await asyncio.shield(self._migrations)
+        if self.migrations is None:
+            self.migrations = asyncio.create_task(self.processor.start())
 
     async def run(self) -> None:
         """Serve /metrics, /healthz, /readyz (unless metrics.port is 0) while consuming."""
@@ -76,9 +60,9 @@ class Worker:
                         "producer's name and first receipt time; set one shared key for "
                         "every process of a deployment")
         if self.settings.metrics.port:
-            self.health = HealthServer(self.settings, lambda: self.consuming,
-                                       self.processor.databases.ping,
-                                       parked=lambda: self.processor.migrator.parked)
+            self.health = HealthServer(self.settings.metrics, self.settings.databases,
+                                       lambda: self.consuming, self.processor.databases.ping,
+                                       parked=lambda: self.processor.parked)
             await self.health.start()
         try:
             await self._consume()
@@ -101,12 +85,11 @@ class Worker:
                     return
                 nodes.lost()
                 m.BROKER_FAILOVERS.inc()
-                connection = await nodes.reconnect(self.stopping,
-                                                   self.settings.amqp.reconnect_interval_s)
+                connection = await nodes.reconnect(self.stopping, amqp.reconnect_interval_s)
         finally:
             cleanup.cancel()
-            if self._migrations is not None:
-                self._migrations.cancel()
+            if self.migrations is not None:
+                self.migrations.cancel()
             self.consuming = False
             m.BROKER_UP.set(0)
             await self._drain()
@@ -116,44 +99,23 @@ class Worker:
     async def _serve(self, connection: AbstractConnection, nodes: Nodes) -> bool:
         """Consume on ``connection`` until the worker is told to stop (False) or the
         connection is lost (True).  Closing it hands every unacknowledged batch back."""
-        amqp = self.settings.amqp
         lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
-            channel = await connection.channel()
-            # Declared before the prefetch is set: a queue kept as it is reopens the
-            # channel (worker/amqp/topology.py), and a reopened channel has no prefetch.
-            topology = await declare_topology(channel, self.settings.retry.delays_s)
-            self._start_migrations()
-            await channel.set_qos(prefetch_count=amqp.prefetch_count)
-            # Replies, retries and dead letters go on a channel of their own, which is
-            # replaced when the broker refuses a publish (worker/amqp/nodes.py) without
-            # touching the consumer.  A consumer per connection: a delivery is acknowledged
-            # on the channel it came from, or not at all (the broker then redelivers it).
-            publisher = Publisher(await connection.channel(publisher_confirms=True,
-                                                           on_return_raises=True))
-            self.consumer = Consumer(
-                self.settings, self.processor, publisher.watch(publisher.channel.default_exchange),
-                publisher.watch(await publisher.channel.get_exchange(REPLY_EXCHANGE,
-                                                                     ensure=False)),
-                self.in_flight)
-            tag = await topology.requests.consume(self.consumer.on_message)
+            requests = await self._declare(connection)
+            tag = await requests.consume(self._tracked(await self._consumer(connection)))
             m.BROKER_UP.set(1)
             self.consuming = True
-            log.info("consuming", queue=REQUEST_QUEUE, prefetch=amqp.prefetch_count,
+            log.info("consuming", queue=REQUEST_QUEUE, prefetch=self.settings.amqp.prefetch_count,
                      node=nodes.current_name)
-            stop = asyncio.create_task(self.stopping.wait())
-            dropped = asyncio.create_task(lost.wait())
-            await asyncio.wait({stop, dropped}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            dropped.cancel()
+            await _first_set(self.stopping, lost)
             self.consuming = False
             m.BROKER_UP.set(0)
             if lost.is_set():
                 return True
             log.info("stopping: no new batches; draining in-flight ones")
             with contextlib.suppress(Exception):
-                await topology.requests.cancel(tag)
+                await requests.cancel(tag)
             await self._drain()
             return False
         except Exception as e:
@@ -164,6 +126,45 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+    async def _declare(self, connection: AbstractConnection) -> AbstractQueue:
+        """The topology declared (and the migrations started, once), on a channel with the
+        prefetch set; its request queue."""
+        channel = await connection.channel()
+        # Declared before the prefetch is set: a queue kept as it is reopens the
+        # channel (worker/amqp/topology.py), and a reopened channel has no prefetch.
+        topology = await declare_topology(channel, self.settings.retry.delays_s)
+        self._start_migrations()
+        await channel.set_qos(prefetch_count=self.settings.amqp.prefetch_count)
+        return topology.requests
+
+    async def _consumer(self, connection: AbstractConnection) -> Consumer:
+        """A consumer for ``connection``.  Replies, retries and dead letters go on a channel
+        of their own, which is replaced when the broker refuses a publish
+        (worker/amqp/nodes.py) without touching the consumer.  A consumer per connection: a
+        delivery is acknowledged on the channel it came from, or not at all (the broker
+        then redelivers it)."""
+        publisher = Publisher(await connection.channel(publisher_confirms=True,
+                                                       on_return_raises=True))
+        replies = await publisher.channel.get_exchange(REPLY_EXCHANGE, ensure=False)
+        outlets = Outlets(publisher.watch(publisher.channel.default_exchange),
+                          publisher.watch(replies))
+        self.consumer = Consumer(self.processor, outlets, self.settings.amqp,
+                                 self.settings.retry, self.settings.databases)
+        return self.consumer
+
+    def _tracked(self, consumer: Consumer) -> OnMessage:
+        """``consumer.on_message``, each delivery's task kept in ``in_flight`` meanwhile."""
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.in_flight.add(task)
+            try:
+                await consumer.on_message(message)
+            finally:
+                self.in_flight.discard(task)
+
+        return on_message
 
     async def _drain(self) -> None:
         pending = set(self.in_flight)
@@ -191,3 +192,11 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Return once one of ``events`` is set."""
+    waiting = {asyncio.create_task(event.wait()) for event in events}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()

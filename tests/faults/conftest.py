@@ -1,7 +1,9 @@
 """Fixtures of the fault tests: worker subprocesses that are always reaped, the test's
 own broker connection, and the clusters a fault test kills nodes of: three RabbitMQ
 nodes, and a PostgreSQL primary with its synchronous standby.  Each test still has its
-own vhost and database on the shared services (tests/conftest.py).
+own vhost and database on the session's services, as in the integration tier (tests/
+support/fixtures.py).  The clusters need the server binaries of this machine: without them
+a test skips, or in CI fails (tests/support/faults/required.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.faults.broker import TestBroker
-from tests.faults.cluster import RabbitCluster, rabbit_cluster
-from tests.faults.pg_pair import PgPair, pg_pair
-from tests.faults.processes import Spawn, WorkerProcess, write_config
-from tests.support.services import amqp_url
+from tests.support.faults.broker import TestBroker
+from tests.support.faults.cluster import RabbitCluster, rabbit_cluster
+from tests.support.faults.pg_pair import PgPair, pg_pair
+from tests.support.faults.processes import Spawn, WorkerProcess, write_config
+from tests.support.services import Services, amqp_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_services(services: Services, pooled_databases: None) -> Services:
+    """The services chosen before the first test, the reused databases dropped after the
+    last (shared with the integration tier when both run)."""
+    return services
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.faults.processes import Spawn
+from tests.support.faults.ledger import check_ledger, make_batches, seeded_rng
+from tests.support.faults.processes import Spawn
 from tests.support.reliability_support import lock_waiters
 from tests.support.waiting import wait_until
 

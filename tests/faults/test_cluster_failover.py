@@ -21,12 +21,11 @@ from typing import Any, NamedTuple
 import asyncpg
 import pytest
 
-from tests.faults.cluster import RabbitCluster
-from tests.faults.ledger import LedgerBatch, check_ledger, make_batches, seeded_rng
-from tests.faults.processes import Spawn, WorkerProcess
-from tests.faults.producer import ClusterProducer, wait_drained
-from tests.faults.rabbit_node import RabbitNode
-from tests.faults.worker_log import (
+from tests.support.faults.cluster import RabbitCluster
+from tests.support.faults.ledger import LedgerBatch, check_ledger, make_batches, seeded_rng
+from tests.support.faults.processes import Spawn, WorkerProcess
+from tests.support.faults.rabbit_node import RabbitNode
+from tests.support.faults.worker_log import (
     CONSUMING,
     CUT_OFF,
     FAILING_OVER,
@@ -38,6 +37,7 @@ from tests.faults.worker_log import (
     seconds,
     wait_event,
 )
+from tests.support.producer import ClusterProducer, wait_drained
 from worker.amqp.topology import DEAD_QUEUE, REQUEST_QUEUE, retry_queue_name
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

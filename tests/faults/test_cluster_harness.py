@@ -12,8 +12,8 @@ import aio_pika
 import aiormq
 import pytest
 
-from tests.faults.cluster import RabbitCluster, declare_quorum_queue
-from tests.faults.procinfo import parent_of
+from tests.support.faults.cluster import RabbitCluster, declare_quorum_queue
+from tests.support.faults.procinfo import parent_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 

@@ -16,10 +16,10 @@ import time
 import asyncpg
 import pytest
 
-from tests.faults.ledger import check_ledger, make_batches, replies_by_status, seeded_rng
-from tests.faults.pg_pair import PgPair
-from tests.faults.processes import Spawn, create_migrated
-from tests.faults.worker_log import ANSWERED, events, replayed, seconds
+from tests.support.faults.ledger import check_ledger, make_batches, replies_by_status, seeded_rng
+from tests.support.faults.pg_pair import PgPair
+from tests.support.faults.processes import Spawn, create_migrated
+from tests.support.faults.worker_log import ANSWERED, events, replayed, seconds
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

@@ -10,7 +10,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.faults.pg_pair import STANDBY_NAME, PgPair
+from tests.support.faults.pg_pair import STANDBY_NAME, PgPair
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

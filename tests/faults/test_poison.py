@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.faults.ledger import (
+from tests.support.faults.ledger import (
     BASE_TS,
     KEY,
     PATH,
@@ -23,7 +23,7 @@ from tests.faults.ledger import (
     make_batches,
     seeded_rng,
 )
-from tests.faults.processes import Spawn
+from tests.support.faults.processes import Spawn
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 

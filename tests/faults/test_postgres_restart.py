@@ -10,8 +10,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.faults.ledger import check_ledger, make_batches, seeded_rng
-from tests.faults.processes import PrivatePostgres, Spawn, create_migrated, private_postgres
+from tests.support.faults.ledger import check_ledger, make_batches, seeded_rng
+from tests.support.faults.processes import PrivatePostgres, Spawn, create_migrated, private_postgres
 from tests.support.reliability_support import lock_waiters
 from tests.support.waiting import wait_until
 

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.faults.ledger import check_ledger, grouped_commits, make_batches, seeded_rng
-from tests.faults.processes import Spawn
+from tests.support.faults.ledger import check_ledger, grouped_commits, make_batches, seeded_rng
+from tests.support.faults.processes import Spawn
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 

@@ -23,12 +23,18 @@ from schemas.ddl import qualified, quote
 from schemas.entity import Entity, Field
 from schemas.kinds import Kind
 from schemas.registry import default_registry
-from schemas.samples import Parents, changed_value, make_item, path_for, updatable_field
 from tests.support.configs import make_settings
 from tests.support.databases import isolated_database
 from tests.support.producer import Producer
 from tests.support.running import running
-from tests.support.samples import insert_parents
+from tests.support.samples import (
+    Parents,
+    changed_value,
+    insert_parents,
+    make_item,
+    path_for,
+    updatable_field,
+)
 from tests.support.services import amqp_url
 
 ENTITIES = default_registry().entities

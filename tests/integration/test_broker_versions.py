@@ -25,12 +25,17 @@ from structlog.testing import capture_logs
 from tests.integration.test_topology import queue_types
 from tests.support import samples
 from tests.support.configs import make_settings, write_settings
-from tests.support.operations_support import channel_on, put_dead_letters, run_cli
-from tests.support.paths import README
+from tests.support.operations_support import (
+    channel_on,
+    dead_letter_queue,
+    put_dead_letters,
+    run_cli,
+)
+from tests.support.paths import DOCS
 from tests.support.producer import Producer
 from tests.support.reliability_support import broker_channel
 from tests.support.running import running
-from tests.support.services import SERVICES, amqp_url, rabbitmqctl, unique
+from tests.support.services import SERVICES, amqp_url, unique
 from tests.support.waiting import wait_until
 from worker.amqp import deadletters
 from worker.amqp.topology import (
@@ -48,14 +53,13 @@ DELAYS_S = [0.2]
 def set_request_policy(vhost: str, definition: dict[str, Any]) -> None:
     """A policy on vbapi.requests of the test's own vhost (3.10 knows ``delivery-limit``
     as a policy key, as 4.x does)."""
-    rabbitmqctl("set_policy", "-p", vhost, "--apply-to", "queues", "requests",
-                f"^{REQUEST_QUEUE.replace('.', '[.]')}$", json.dumps(definition))
+    SERVICES.broker.set_policy(vhost, "requests", f"^{REQUEST_QUEUE.replace('.', '[.]')}$",
+                               definition, apply_to="queues")
 
 
 def policy_applied(vhost: str) -> bool:
-    rows = json.loads(rabbitmqctl("list_queues", "-p", vhost, "name", "policy",
-                                  "--formatter", "json"))
-    return any(r["name"] == REQUEST_QUEUE and r["policy"] == "requests" for r in rows)
+    return any(q.name == REQUEST_QUEUE and q.policy == "requests"
+               for q in SERVICES.broker.queues(vhost))
 
 
 async def reject_until_gone(vhost: str, limit: int = 10) -> int:
@@ -91,11 +95,11 @@ async def test_a_message_over_the_broker_delivery_limit_is_dead_lettered(vhost: 
 
     settings = make_settings(vhost, {"demo": {"dsn": "postgresql://127.0.0.1/unused"}},
                              retry={"delays_s": DELAYS_S})
-    [letter] = await wait_until(lambda: deadletters.list_dead_letters(settings))
+    [letter] = await wait_until(lambda: dead_letter_queue(settings).letters())
     assert letter.id == "over-the-limit" and letter.path == samples.ARMOR_PATH
     assert letter.error_status is None
     assert letter.error_title == "dead-lettered by the broker: delivery_limit"
-    outcome = await deadletters.replay(settings, deadletters.Selection(all_=True))
+    outcome = await dead_letter_queue(settings).replay(deadletters.Selection(all_=True))
     assert [d.id for d in outcome.done] == ["over-the-limit"] and not outcome.failed
     async with broker_channel(vhost) as channel:
         requests = await channel.declare_queue(REQUEST_QUEUE, passive=True)
@@ -121,9 +125,9 @@ async def test_a_request_queue_of_an_earlier_version_gets_its_target_from_the_po
     assert json.dumps(DEAD_LETTER_POLICY) in warning["advice"]
     assert "x-dead-letter-exchange" not in queue_types(vhost)[REQUEST_QUEUE][1]
 
-    # The README's policy, with a delivery limit of 1 in the same definition (one policy
-    # applies to a queue at a time).
-    assert json.dumps(DEAD_LETTER_POLICY) in README.read_text()
+    # The policy docs/deployment.md gives, with a delivery limit of 1 in the same
+    # definition (one policy applies to a queue at a time).
+    assert json.dumps(DEAD_LETTER_POLICY) in (DOCS / "deployment.md").read_text()
     set_request_policy(vhost, {**DEAD_LETTER_POLICY, "delivery-limit": 1})
     await wait_until(lambda: policy_applied(vhost), timeout_s=10, interval_s=0.2)
     await publish_request(vhost, "kept-queue")
@@ -152,12 +156,13 @@ async def test_poison_counting_ignores_x_death(vhost: str, dsn: str, producer: P
 def quorum_default_vhost() -> Iterator[str]:
     """A vhost whose default queue type is quorum, as deploy/k8s/rabbitmq.yaml makes it."""
     name = unique("test_qq")
-    rabbitmqctl("add_vhost", name, "--default-queue-type", "quorum")
+    broker = SERVICES.broker
+    broker.add_vhost(name, default_queue_type="quorum")
     try:
-        rabbitmqctl("set_permissions", "-p", name, SERVICES.amqp_user, ".*", ".*", ".*")
+        broker.set_permissions(name, SERVICES.amqp_user)
         yield name
     finally:
-        rabbitmqctl("delete_vhost", name, background=True)
+        broker.delete_vhost(name, wait=False)
 
 
 async def test_dlq_commands_in_a_vhost_whose_default_queue_type_is_quorum(
@@ -187,7 +192,7 @@ async def test_dlq_commands_in_a_vhost_whose_default_queue_type_is_quorum(
         code, out, _ = await run_cli(["dlq", "purge", "--yes", "--id", "act-00000",
                                       "--config", config], capsys)
         assert code == 0 and "purged 1" in out
-        left = await deadletters.list_dead_letters(settings)
+        left = await dead_letter_queue(settings).letters()
         assert [d.id for d in left] == [f"act-{n:05d}" for n in range(300)
                                         if n not in (0, 3, 7)]
         async with broker_channel(vhost) as channel:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
+import sys
 
 import asyncpg
 import orjson
@@ -11,20 +13,22 @@ import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from tests.support import samples
+from tests.support.paths import ROOT
 from tests.support.services import amqp_url
-from worker.amqp.topology import REQUEST_EXCHANGE, declare_topology
-from worker.client import (
+from vbapi_upsert_client import (
+    BrokerUnreachable,
     ItemResult,
     ItemsFailed,
     ProblemError,
     PropertyTooLong,
     Reply,
+    SyncUpsertClient,
     UpsertClient,
     UpsertTimeout,
 )
+from worker.amqp.topology import REQUEST_EXCHANGE, declare_topology
 from worker.service import Worker
 from worker.settings import Settings
-from worker.sync_client import SyncUpsertClient
 
 
 async def test_many_concurrent_batches_on_one_connection(vhost: str, worker: Worker,
@@ -60,13 +64,15 @@ async def test_a_timeout_says_the_batch_is_queued(vhost: str, settings: object) 
 
     # No worker runs: the batch is confirmed and waits in the queue.
     with pytest.raises(UpsertTimeout, match="confirmed by the broker and stays queued") as e:
-        await publish_batch(settings, database="demo",  # type: ignore[arg-type]
+        await publish_batch(settings.amqp, settings.retry,  # type: ignore[attr-defined]
+                            database="demo",
                             path=samples.ARMOR_PATH, body=b"[]", message_id="late-1",
                             timeout_s=0.5)
     assert e.value.message_id == "late-1"
     # Without a message id of the caller's, the timeout names the one the client chose.
     with pytest.raises(UpsertTimeout) as chosen:
-        await publish_batch(settings, database="demo",  # type: ignore[arg-type]
+        await publish_batch(settings.amqp, settings.retry,  # type: ignore[attr-defined]
+                            database="demo",
                             path=samples.ARMOR_PATH, body=b"[]", timeout_s=0.5)
     assert chosen.value.message_id and chosen.value.message_id in str(chosen.value)
 
@@ -144,3 +150,29 @@ async def test_the_channel_is_opened_again_after_the_broker_closed_it(
         await declare_topology(channel, settings.retry.delays_s)
         with pytest.raises(UpsertTimeout):  # confirmed and queued now: no worker to answer
             await client.upsert(samples.ARMOR_PATH, [])
+
+
+async def test_the_client_readme_runs_as_written(vhost: str, worker: Worker) -> None:
+    """client/README.md's producer and its script without async, run as written (against
+    this test's broker), each in a Python of its own."""
+    text = (ROOT / "client" / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2 and "asyncio.run(main())" in blocks[0]
+    outputs = []
+    for block in blocks:
+        code = block.replace("amqp://guest:guest@127.0.0.1:5672/%2F", amqp_url(vhost))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err.decode()
+        outputs.append(out.decode())
+    assert outputs[0].startswith("201 [{'key': 'armorCodeExCode_Key', 'value': 1}] Created")
+    assert outputs[1] == "201\n"
+
+
+async def test_no_node_answers() -> None:
+    client = UpsertClient(["amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/"],
+                          timeout_s=5)
+    with pytest.raises(BrokerUnreachable, match=r"127\.0\.0\.1:1: .*127\.0\.0\.1:2: "):
+        await client.open()

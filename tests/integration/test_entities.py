@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 
 from schemas.registry import default_registry
-from schemas.samples import make_item, path_for
 from tests.support import samples
 from tests.support.configs import make_settings
 from tests.support.producer import Producer
 from tests.support.running import running
+from tests.support.samples import make_item, path_for
 from worker.service import Worker
 
 

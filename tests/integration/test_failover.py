@@ -21,9 +21,10 @@ from tests.support.producer import Producer
 from tests.support.running import running
 from tests.support.services import amqp_url, close_connections
 from tests.support.waiting import wait_until
-from worker.amqp.nodes import Nodes, NoNodeAnswers, node_name
+from vbapi_upsert_client import ReplyLost, UpsertClient
+from vbapi_upsert_client.nodes import node_name
+from worker.amqp.nodes import Nodes, NoNodeAnswers
 from worker.amqp.topology import declare_topology
-from worker.client import ReplyLost, UpsertClient
 from worker.settings import AmqpSettings
 
 # A port nothing listens on: a node that is down.

@@ -4,6 +4,7 @@ answers, reply and record it would get alone, and a failing one never fails the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support import samples
 from tests.support.reliability_support import CountingConnection, prepare
-from worker.core.batch import Batch
+from worker.core.batch import Plan
 from worker.store.grouping import GroupCommitter
 from worker.store.writer import RecordedReply
 
@@ -34,7 +35,7 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         await value.close()
 
 
-async def commit_queued(pool: asyncpg.Pool, batches: list[Batch]) -> list[RecordedReply]:
+async def commit_queued(pool: asyncpg.Pool, batches: list[Plan]) -> list[RecordedReply]:
     """The first batch takes the only connection; the others queue behind it and go as
     one group once it is done."""
     committer = GroupCommitter(pool, connections=1, max_batches=32)
@@ -156,7 +157,7 @@ async def test_batches_sharing_no_key_are_written_with_one_statement_each_kind(
                          samples.benefit("B4", benefit_Description="x"),
                          samples.benefit("B4", benefit_Description="y")],
                         message_id="m2", timestamp=T2)
-        mixed.user_id = "producer-2"
+        mixed = dataclasses.replace(mixed, user_id="producer-2")
         await commit_queued(counted, [newer])
         async with counted.acquire() as conn:
             conn.sent.clear()

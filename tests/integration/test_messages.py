@@ -167,9 +167,9 @@ class _FailingFirstReply:
 async def test_request_is_acked_only_after_the_reply_is_confirmed(
         settings: Settings, producer: Producer, vhost: str, db: asyncpg.Connection) -> None:
     async with running(settings) as worker:
-        assert worker.amqp.consumer is not None
-        failing = _FailingFirstReply(worker.amqp.consumer.default_exchange)
-        worker.amqp.consumer.default_exchange = failing  # type: ignore[assignment]
+        assert worker.consumer is not None
+        failing = _FailingFirstReply(worker.consumer.default_exchange)
+        worker.consumer.default_exchange = failing  # type: ignore[assignment]
         reply = await producer.call(samples.ARMOR_PATH, [samples.armor(1)], message_id="once")
     # The first reply failed, so the request was handed back instead of acknowledged (after
     # a pause, so that failures in a burst do not use up its deliveries); its redelivery

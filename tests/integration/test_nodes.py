@@ -15,9 +15,9 @@ from aio_pika.exceptions import DeliveryError
 
 from tests.support.services import amqp_url
 from tests.support.waiting import wait_until
+from vbapi_upsert_client import UpsertClient, UpsertTimeout
 from worker.amqp.nodes import Publisher
 from worker.amqp.topology import QUORUM, REQUEST_EXCHANGE, declare_topology
-from worker.client import UpsertClient, UpsertTimeout
 from worker.settings import Settings
 
 # Over its limit once it holds one message: every publish after that is refused.

@@ -17,6 +17,7 @@ from tests.support.operations_support import (
     STAMP,
     channel_on,
     dead_count,
+    dead_letter_queue,
     put_dead_letters,
     run_cli,
     run_console_script,
@@ -26,7 +27,7 @@ from tests.support.operations_support import (
 from tests.support.producer import Replies
 from tests.support.running import running
 from tests.support.samples import benefit
-from tests.support.services import amqp_url, rabbitmqctl
+from tests.support.services import SERVICES, amqp_url
 from worker.amqp import deadletters, letters
 from worker.amqp.identity import SIGNATURE_HEADER, USER_HEADER
 from worker.amqp.topology import DEAD_QUEUE, REQUEST_QUEUE, declare_topology
@@ -48,7 +49,7 @@ async def test_list_keeps_thousands_in_order(vhost: str, tmp_path: Path,
                        "entity": "Benefit", "items": 1, "status": 404, "title": "Not Found",
                        "attempts": 1, "dead_lettered_at": "2024-05-01T12:00:00+00:00"}
     # A second read sees the same queue, in the same order: nothing lost or moved.
-    again = await deadletters.list_dead_letters(settings)
+    again = await dead_letter_queue(settings).letters()
     assert [d.id for d in again] == [r["id"] for r in rows]
     assert await dead_count(url) == 3000
     assert letters.group_by_status(again) == {"404": 2000, "503": 1000}
@@ -73,7 +74,7 @@ async def test_replay_subset_keeps_properties_and_order(vhost: str, tmp_path: Pa
                                   "act-00003"], capsys)
     assert code == 0, out
     assert "replayed 2, failed 0" in out
-    remaining = await deadletters.list_dead_letters(settings)
+    remaining = await dead_letter_queue(settings).letters()
     assert [d.id for d in remaining] == [f"act-{n:05d}" for n in (0, 1, 2, 4, 5, 6, 8, 9)]
 
     async with channel_on(url) as channel:
@@ -99,7 +100,7 @@ async def test_replay_subset_keeps_properties_and_order(vhost: str, tmp_path: Pa
     code, out, err = await run_cli(["dlq", "purge", "--yes", "--id", "act-00000", "act-00005",
                                     "nope", "--config", config], capsys)
     assert code == 1 and "purged 2" in out and "no dead letter nope" in err
-    remaining = await deadletters.list_dead_letters(settings)
+    remaining = await dead_letter_queue(settings).letters()
     assert [d.id for d in remaining] == [f"act-{n:05d}" for n in (1, 2, 4, 6, 8, 9)]
 
     code, _, err = await run_cli(["dlq", "show", "act-00005", "--config", config], capsys)
@@ -126,14 +127,15 @@ async def test_replay_removes_nothing_the_broker_refused(
         await declare_topology(channel, settings.retry.delays_s)
         # A quorum queue refuses publishes once it is over its limit: fill it past 0.
         await channel.default_exchange.publish(aio_pika.Message(b"[]"), REQUEST_QUEUE)
-    rabbitmqctl("set_policy", "-p", vhost, "--apply-to", "queues", "full",
-                f"^{REQUEST_QUEUE}$", '{"max-length": 0, "overflow": "reject-publish"}')
+    SERVICES.broker.set_policy(vhost, "full", f"^{REQUEST_QUEUE}$",
+                               {"max-length": 0, "overflow": "reject-publish"},
+                               apply_to="queues")
     code, out, err = await run_cli(["dlq", "replay", "--all", "--config", config], capsys)
     assert code == 1 and "replayed 0, failed 3" in out and "act-00001: not replayed" in err
-    assert [d.id for d in await deadletters.list_dead_letters(settings)] == [
+    assert [d.id for d in await dead_letter_queue(settings).letters()] == [
         "act-00000", "act-00001", "act-00002"]
 
-    rabbitmqctl("clear_policy", "-p", vhost, "full")
+    SERVICES.broker.clear_policy(vhost, "full")
     code, out, err = await run_cli(["dlq", "replay", "--all", "--config", config], capsys)
     assert code == 0 and "replayed 3, failed 0" in out, err
     assert await dead_count(url) == 0
@@ -206,7 +208,7 @@ async def test_a_replay_never_overwrites_newer_data_even_without_timestamps(
             [refused] = await replies.wait_for(old)
             assert status_of(refused) == 404
             await wait_dead_count(url, 1)
-        [letter] = await deadletters.list_dead_letters(before)
+        [letter] = await dead_letter_queue(before).letters()
         assert RECEIVED_AT_HEADER in letter.headers and letter.message.timestamp is None
 
         after = make_settings(vhost, {"demo": {"dsn": dsn}, "late": {"dsn": late_dsn}})
@@ -215,7 +217,7 @@ async def test_a_replay_never_overwrites_newer_data_even_without_timestamps(
             [applied] = await replies.wait_for(newer)
             assert [d["status"] for d in orjson.loads(applied.body)["data"]] == [201]
 
-            outcome = await deadletters.replay(after, deadletters.Selection(all_=True))
+            outcome = await dead_letter_queue(after).replay(deadletters.Selection(all_=True))
             assert len(outcome.done) == 1 and not outcome.failed
             replayed = (await replies.wait_for(old, count=2))[1]
             assert [d["status"] for d in orjson.loads(replayed.body)["data"]] == [409]
@@ -244,7 +246,7 @@ async def test_replay_keeps_producer_identity_and_refuses_forgery(
             [refused] = await acme.wait_for(sent)
             assert status_of(refused) == 404
             await wait_dead_count(url, 1)
-        [original] = await deadletters.list_dead_letters(before)
+        [original] = await dead_letter_queue(before).letters()
         assert original.headers[USER_HEADER] == user and SIGNATURE_HEADER in original.headers
 
         # Someone with write access to vbapi.dead claims the batch for another producer,
@@ -266,7 +268,7 @@ async def test_replay_keeps_producer_identity_and_refuses_forgery(
         after = make_settings(vhost, {"demo": {"dsn": dsn},
                                       "late": {"dsn": late_dsn, "producers": [user]}})
         async with running(after):
-            outcome = await deadletters.replay(after, deadletters.Selection(all_=True))
+            outcome = await dead_letter_queue(after).replay(deadletters.Selection(all_=True))
             assert len(outcome.done) == 3 and not outcome.failed
             answers = await acme.wait_for(sent, count=2)
             assert status_of(answers[1]) == 207
@@ -281,6 +283,6 @@ async def test_replay_keeps_producer_identity_and_refuses_forgery(
         finally:
             await conn.close()
         assert tuple(row) == (user, user)
-        left = await deadletters.list_dead_letters(after)
+        left = await dead_letter_queue(after).letters()
         assert sorted(d.properties["message_id"] for d in left) == sorted(forged_ids.values())
         assert {d.error_status for d in left} <= {401, 403}

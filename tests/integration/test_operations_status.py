@@ -102,7 +102,7 @@ async def test_metrics_and_probes_are_served(vhost: str, dsn: str, producer: Pro
     settings = make_settings(vhost, {"demo": {"dsn": dsn}},
                              metrics={"host": "127.0.0.1", "port": port})
     async with running(settings) as worker:
-        assert worker.http.health is not None and worker.http.health.port == port
+        assert worker.health is not None and worker.health.port == port
         status, before = await asyncio.to_thread(http_get, port, "/metrics")
         assert status == 200
         reply = await producer.call("/benefits-batch", [benefit("M1"), benefit("M2")])

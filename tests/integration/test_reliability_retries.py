@@ -26,7 +26,7 @@ from tests.support.reliability_support import (
     take_dead_letters,
 )
 from tests.support.running import consuming
-from tests.support.services import PG_DSN, amqp_url, free_port
+from tests.support.services import SERVICES, amqp_url, free_port
 from tests.support.waiting import wait_until
 from worker.amqp.topology import REQUEST_QUEUE, declare_topology, retry_queue_name
 from worker.core import errors
@@ -162,7 +162,7 @@ async def test_transient_failure_goes_through_delay_queues_then_503_and_dead_let
 
 async def test_a_database_that_comes_back_during_the_retries_gets_the_batch(
         vhost: str, producer: Producer) -> None:
-    upstream_port = int(PG_DSN.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    upstream_port = int(SERVICES.pg_dsn.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     proxy = TcpProxy(upstream_port)
     async with isolated_database() as real_dsn:
         database = real_dsn.rsplit("/", 1)[1]

@@ -26,7 +26,7 @@ from tests.support.reliability_support import (
     take_dead_letters,
 )
 from tests.support.running import running
-from tests.support.services import PG_DSN, amqp_url, close_connections
+from tests.support.services import SERVICES, amqp_url, close_connections
 from tests.support.waiting import wait_until
 from worker.amqp.topology import REQUEST_QUEUE, retry_queue_name
 from worker.core import errors
@@ -86,7 +86,7 @@ async def test_worker_survives_the_broker_dropping_its_connection_mid_batch(
 async def test_worker_survives_its_database_restarting(
         vhost: str, dsn: str, producer: Producer) -> None:
     """Every connection to the database is cut and refused for a while, as in a restart."""
-    upstream_port = int(PG_DSN.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    upstream_port = int(SERVICES.pg_dsn.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     proxy = TcpProxy(upstream_port)
     await proxy.start()
     database = dsn.rsplit("/", 1)[1]

@@ -20,7 +20,7 @@ from tests.support.command_line import run_cli
 from tests.support.configs import write_toml
 from tests.support.paths import ROOT
 from tests.support.producer import Producer
-from tests.support.services import PG_DSN, amqp_url, free_port, unique
+from tests.support.services import SERVICES, amqp_url, free_port, unique
 from tests.support.waiting import wait_until
 from worker.amqp.topology import DEAD_QUEUE
 from worker.redaction import redact, secrets_of
@@ -33,7 +33,7 @@ def password() -> str:
 
 def pg_base() -> str:
     """The tests' PostgreSQL server, as scheme://user@host:port."""
-    return PG_DSN.rpartition("/")[0]
+    return SERVICES.pg_dsn.rpartition("/")[0]
 
 
 def with_password(base: str, secret: str) -> str:

@@ -7,13 +7,12 @@ kept, and the channel still works.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aio_pika
 from structlog.testing import capture_logs
 
 from tests.support.reliability_support import broker_channel
-from tests.support.services import amqp_url, rabbitmqctl
+from tests.support.services import SERVICES, amqp_url
 from worker.amqp.topology import (
     DEAD_QUEUE,
     REPLY_QUEUE,
@@ -27,11 +26,7 @@ DELAYS_S = [0.2, 1.0]
 
 def queue_types(vhost: str) -> dict[str, tuple[str, dict[str, object]]]:
     """Queue -> (type, declared arguments)."""
-    rows = json.loads(rabbitmqctl("list_queues", "-p", vhost, "name", "type", "arguments",
-                                  "--formatter", "json"))
-    # Each argument as [name, AMQP type, value].
-    return {row["name"]: (row["type"], {arg[0]: arg[-1] for arg in row["arguments"] or []})
-            for row in rows}
+    return {queue.name: (queue.type, queue.arguments) for queue in SERVICES.broker.queues(vhost)}
 
 
 async def test_the_request_reply_and_retry_queues_are_quorum_queues(vhost: str) -> None:

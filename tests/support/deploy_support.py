@@ -93,7 +93,8 @@ def settings_from_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
 def worker_probe_status(settings: Settings, path: str) -> int:
     async def ping(name: str) -> bool:
         return True
-    server = HealthServer(settings, consuming=lambda: True, ping=ping)
+    server = HealthServer(settings.metrics, settings.databases, consuming=lambda: True,
+                          ping=ping)
     return server.respond("GET", path)[0]
 
 

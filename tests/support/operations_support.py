@@ -20,9 +20,16 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.support.samples import benefit
 from tests.support.waiting import wait_until
 from worker import cli
+from worker.amqp.deadletters import DeadLetterQueue
 from worker.amqp.topology import CLASSIC, DEAD_QUEUE
+from worker.settings import Settings
 
 VENV_BIN = Path(sys.executable).parent
+
+
+def dead_letter_queue(settings: Settings) -> DeadLetterQueue:
+    """``vbapi.dead`` as the dlq commands reach it, with these settings' sections."""
+    return DeadLetterQueue(settings.amqp, settings.limits, settings.retry)
 
 
 async def run_cli(args: Sequence[str], capsys: Any) -> tuple[int, str, str]:

@@ -5,3 +5,5 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 README = ROOT / "README.md"
+# The pages the README links to: producers, operations, configuration, deployment ...
+DOCS = ROOT / "docs"

@@ -17,14 +17,14 @@ import orjson
 from schemas.registry import default_registry
 from tests.support.services import amqp_url, free_port
 from worker.amqp.topology import DEAD_QUEUE
-from worker.core.batch import Batch
+from worker.core.batch import Plan
 from worker.core.intake import prepare_batch
 from worker.core.request import Request
 from worker.settings import Settings
 
 
 def prepare(path: str, items: Any, *, message_id: str | None = None,
-            timestamp: dt.datetime | None = None) -> Batch:
+            timestamp: dt.datetime | None = None) -> Plan:
     """A validated batch for the database ``demo``, as the worker would make it."""
     settings = Settings(databases={"demo": {"dsn": "postgresql://127.0.0.1/unused"}},
                         metrics={"port": 0})

@@ -30,5 +30,12 @@ async def running(settings: Settings) -> AsyncIterator[Worker]:
     """A worker made from ``settings``, consuming until the block ends, its start-up
     migrations settled (so that their log lines come before the block's own output)."""
     async with consuming(Worker(settings)) as worker:
-        await asyncio.wait_for(worker.migrations_settled(), timeout=30)
+        await asyncio.wait_for(migrations_settled(worker), timeout=30)
         yield worker
+
+
+async def migrations_settled(worker: Worker) -> None:
+    """Wait until the worker's start-up migrations have run: each database migrated,
+    parked, or found down (then migrated before its first batch)."""
+    if worker.migrations is not None:
+        await asyncio.shield(worker.migrations)

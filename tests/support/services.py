@@ -1,12 +1,17 @@
-"""Reaching the machine's RabbitMQ and PostgreSQL, for the tests and the benchmark alike: where
-they are, ``rabbitmqctl``, and a corner of each (a vhost, a database) that nobody else uses.
+"""Reaching RabbitMQ and PostgreSQL, for the tests and the benchmark alike: where they are,
+how the broker is administered, and a corner of each (a vhost, a database) that nobody else
+uses.
 
 Where they are comes from the environment: ``TEST_AMQP_HOST``, ``TEST_AMQP_PORT``,
-``TEST_AMQP_USER``, ``TEST_AMQP_PASSWORD`` and ``TEST_PG_DSN`` (a DSN of a role that may
-create databases), and the same names starting with ``BENCH_``.  Each program's own names
-win: the tests read ``TEST_*`` and fall back to ``BENCH_*``, the benchmark reads ``BENCH_*``
-and falls back to ``TEST_*`` (see :meth:`Services.from_env`).  Unset, the services of this
-machine: 127.0.0.1:5672 as guest/guest, and postgresql://root@127.0.0.1:5432/postgres.
+``TEST_AMQP_USER``, ``TEST_AMQP_PASSWORD``, ``TEST_AMQP_MANAGEMENT_URL`` (administer the
+broker through its management HTTP API rather than this machine's ``rabbitmqctl``) and
+``TEST_PG_DSN`` (a DSN of a role that may create databases), and the same names starting
+with ``BENCH_``.  Each program's own names win: the tests read ``TEST_*`` and fall back to
+``BENCH_*``, the benchmark reads ``BENCH_*`` and falls back to ``TEST_*`` (see
+:meth:`Services.from_env`).  Unset, the services of this machine: 127.0.0.1:5672 as
+guest/guest, and postgresql://root@127.0.0.1:5432/postgres.  For a test session that finds
+neither, tests/support/sources.py may start containers instead, and points :data:`SERVICES`
+at them (:meth:`Services.use`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from urllib.parse import quote
 
 import asyncpg
+
+from tests.support.broker_admin import BrokerAdmin, broker_admin
 
 
 def unique(prefix: str) -> str:
@@ -38,8 +45,9 @@ def free_port() -> int:
 
 
 def rabbitmqctl(*args: str, background: bool = False) -> str:
-    """Run ``rabbitmqctl -q ARGS`` and return what it printed; with ``background``, start it
-    and return at once (its output and failure ignored)."""
+    """Run ``rabbitmqctl -q ARGS`` of this machine and return what it printed; with
+    ``background``, start it and return at once (its output and failure ignored).  Only
+    for the machine's own broker: ``SERVICES.broker`` reaches any."""
     command = ["rabbitmqctl", "-q", *args]
     if background:
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -51,17 +59,10 @@ def rabbitmqctl(*args: str, background: bool = False) -> str:
 def close_connections(vhost: str, name: str, reason: str) -> int:
     """Have the broker close the connections of this vhost whose client properties name
     ``name`` (and only those); returns how many it closed."""
-    closed = 0
-    for line in rabbitmqctl("list_connections", "-s", "-p", vhost, "pid",
-                            "client_properties").splitlines():
-        pid, _, properties = line.partition("\t")
-        if name in properties:
-            rabbitmqctl("close_connection", pid, reason)
-            closed += 1
-    return closed
+    return SERVICES.broker.close_connections(vhost, name, reason)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
     """Where the broker and PostgreSQL are, and what a run may make on them."""
 
@@ -71,6 +72,9 @@ class Services:
     amqp_password: str
     # A DSN of a role that may create and drop databases; others are named after it.
     pg_dsn: str
+    # The broker's management HTTP API (http://user:password@host:port), if it is to be
+    # administered through that rather than rabbitmqctl of this machine.
+    management_url: str | None = None
 
     @classmethod
     def from_env(cls, *prefixes: str) -> Services:
@@ -87,7 +91,20 @@ class Services:
                    amqp_port=int(setting("AMQP_PORT", "5672")),
                    amqp_user=setting("AMQP_USER", "guest"),
                    amqp_password=setting("AMQP_PASSWORD", "guest"),
-                   pg_dsn=setting("PG_DSN", "postgresql://root@127.0.0.1:5432/postgres"))
+                   pg_dsn=setting("PG_DSN", "postgresql://root@127.0.0.1:5432/postgres"),
+                   management_url=setting("AMQP_MANAGEMENT_URL", "") or None)
+
+    def use(self, other: Services) -> None:
+        """Point this one at ``other``'s services, in place: every module that imported it
+        (or its bound methods) follows."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
+
+    @property
+    def broker(self) -> BrokerAdmin:
+        """The broker's administration: its HTTP API if :attr:`management_url` is set, else
+        rabbitmqctl of this machine."""
+        return broker_admin(self.management_url)
 
     def amqp_url(self, vhost: str, user: str | None = None, password: str | None = None
                  ) -> str:
@@ -104,14 +121,15 @@ class Services:
     @contextlib.contextmanager
     def vhost(self, prefix: str, *, delete_in_background: bool = False) -> Iterator[str]:
         """A fresh vhost the configured user may use, deleted afterwards: in the background
-        if asked (rabbitmqctl takes a second), else before the block's end returns."""
+        if asked (deleting one takes a second), else before the block's end returns."""
         vhost = unique(prefix)
-        rabbitmqctl("add_vhost", vhost)
+        broker = self.broker
+        broker.add_vhost(vhost)
         try:
-            rabbitmqctl("set_permissions", "-p", vhost, self.amqp_user, ".*", ".*", ".*")
+            broker.set_permissions(vhost, self.amqp_user)
             yield vhost
         finally:
-            rabbitmqctl("delete_vhost", vhost, background=delete_in_background)
+            broker.delete_vhost(vhost, wait=not delete_in_background)
 
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[asyncpg.Connection]:
@@ -132,9 +150,9 @@ class Services:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-# The tests' own: their variables first.
+# The tests' own: their variables first.  A test session may point it elsewhere (containers,
+# tests/support/sources.py): read its fields when needed, not once at import.
 SERVICES = Services.from_env("TEST", "BENCH")
-PG_DSN = SERVICES.pg_dsn
 amqp_url = SERVICES.amqp_url
 dsn_for = SERVICES.dsn_for
 

@@ -13,7 +13,7 @@ import pytest
 from schemas.registry import default_registry
 from tests.support import samples
 from worker.core import errors
-from worker.core.batch import Batch
+from worker.core.batch import Plan
 from worker.core.intake import prepare_batch
 from worker.core.request import Request
 from worker.settings import Settings
@@ -31,7 +31,7 @@ def settings(**databases: Any) -> Settings:
 
 def prepare(path: str | None, items: Any = None, *, body: bytes | None = None,
             database: str | None = "demo", config: Settings | None = None,
-            **props: Any) -> Batch:
+            **props: Any) -> Plan:
     headers: dict[str, Any] = {}
     if path is not None:
         headers["path"] = path
@@ -43,12 +43,12 @@ def prepare(path: str | None, items: Any = None, *, body: bytes | None = None,
     return prepare_batch(request, config or settings(), REGISTRY, NOW)
 
 
-def answers(batch: Batch) -> list[tuple[int, str] | None]:
-    return [(o.status, o.body) if o else None for o in batch.answers]
+def answers(batch: Plan) -> list[tuple[int, str] | None]:
+    return [(o.status, o.body) if o else None for o in batch.known]
 
 
 def only_problem(path: str, item: dict[str, Any]) -> str:
-    (outcome,) = prepare(path, [item]).answers
+    (outcome,) = prepare(path, [item]).known
     assert outcome is not None and outcome.status == 400
     return outcome.body
 
@@ -194,7 +194,7 @@ def test_decimal_amounts_are_json_numbers(value: Any, problem: str) -> None:
 
 def test_non_finite_numbers_are_refused() -> None:
     body = orjson.dumps([samples.export()]).replace(b"12.5", b"1e400")
-    (outcome,) = prepare(samples.EXPORTS_PATH, body=body).answers
+    (outcome,) = prepare(samples.EXPORTS_PATH, body=body).known
     assert outcome is not None and outcome.status == 400
     assert outcome.body == "export_Amount: Input should be a finite number"
 
@@ -299,7 +299,7 @@ def test_a_timestamp_from_the_future_is_malformed() -> None:
 
 def test_empty_batch_is_valid_and_empty() -> None:
     batch = prepare(samples.BENEFIT_PATH, [])
-    assert batch.answers == [] and batch.rows == []
+    assert batch.known == [] and batch.rows == []
 
 
 def test_a_message_id_longer_than_the_record_keeps_is_malformed() -> None:

@@ -28,6 +28,7 @@ from tests.support.deploy_support import (
     secret_refs,
     worker_probe_status,
 )
+from tests.support.paths import DOCS, README
 from worker.http.gateway import check_exposure
 from worker.settings import LimitsSettings
 
@@ -165,7 +166,7 @@ def test_services_are_named_in_the_namespace_they_are_in(
 
 
 def test_images_and_pull_policy_work_with_a_locally_built_image() -> None:
-    image = compose_image()  # what `docker compose build` and the README's build tag
+    image = compose_image()  # what `docker compose build` and the documented build tag
     name, tag = image.rsplit(":", 1)
     assert tag != "latest"  # :latest means imagePullPolicy Always: a local image is pulled
     [entry] = kustomization()["images"]
@@ -175,6 +176,8 @@ def test_images_and_pull_policy_work_with_a_locally_built_image() -> None:
         assert container["image"] == image, workload
         assert container["imagePullPolicy"] == "IfNotPresent", workload
     assert f"-t {image} " in (ROOT / "deploy" / "Dockerfile").read_text()
+    for page in (README, DOCS / "deployment.md"):  # the `docker build` they tell to run
+        assert f"-t {image} " in page.read_text(), page.name
 
 
 def test_database_password_comes_from_cloudnativepg_secret(
@@ -218,8 +221,9 @@ def test_max_connections_covers_every_worker_pool(monkeypatch: pytest.MonkeyPatc
 
 def test_worker_memory_limit_holds_its_documented_bound(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
-    """README (Deployment): the measured peak, plus every prefetched body as received,
-    plus one inflated body; the measurement holds at the default bytes in progress."""
+    """docs/deployment.md (Kubernetes, Memory): the measured peak, plus every prefetched
+    body as received, plus one inflated body; the measurement holds at the default bytes
+    in progress."""
     settings, _ = k8s_process_settings("Deployment/upsert-worker", monkeypatch, tmp_path)
     limits = settings.limits
     assert limits.max_bytes_in_progress <= LimitsSettings().max_bytes_in_progress
@@ -227,9 +231,9 @@ def test_worker_memory_limit_holds_its_documented_bound(monkeypatch: pytest.Monk
              + limits.max_decompressed_bytes)
     _, container = pod_of(k8s_objects()["Deployment/upsert-worker"])
     assert quantity(container["resources"]["limits"]["memory"]) >= bound
-    readme = (ROOT / "README.md").read_text()
+    page = (DOCS / "deployment.md").read_text()
     assert re.search(r"250 MB.*prefetch_count.*max_body_bytes.*max_decompressed_bytes",
-                     readme[readme.index("### Deployment"):], re.S)
+                     page[page.index("## Kubernetes"):], re.S)
 
 
 def test_pdb_and_keda_target_the_worker() -> None:

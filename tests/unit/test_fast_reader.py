@@ -6,6 +6,9 @@ alone, and the two must agree item by item: the same values of the same types (d
 with the same offset), the same items left to be looked at again, the same whole-body
 refusal.  Values are generated per kind around the edges where two JSON readers differ:
 number spellings, fractions of seconds, offsets, escapes, lengths in code points, nesting.
+The listed edge values (and the fuzz test's edge bodies) are also read every one of them in
+every field, so that they are checked whatever the number of examples: the profile's
+(tests/conftest.py: fewer when the unit tier runs on its own, more in the full run).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from schemas.fast import fast_reader_for
 from schemas.kinds import Kind
 from schemas.models import Unvalidated, model_for
 from schemas.registry import default_registry
+from tests.unit.test_fuzz_batch import EDGE_BODIES
 from tests.unit.test_fuzz_batch import body as hostile_body
 from worker.core import errors
-from worker.core.validation import read_items, read_with_pydantic, refuse_too_many_items
+from worker.core.reading import read_items, read_with_pydantic, refuse_too_many_items
 
 MAX_ITEMS = 10_000
-DIFF = settings(max_examples=300, deadline=None, derandomize=True,
+# As many examples as the profile says (tests/conftest.py).
+DIFF = settings(deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # One field of every kind the fast reader takes, required and optional, nullable or not.
@@ -54,6 +59,23 @@ def _escaped(text: str) -> str:
                          json.dumps(c)[1:-1] for c in text) + '"'
 
 
+NUMBER_EDGES = ["-0", "-0.0", "0e0", "1E400", "-1e400", "1e-400", "NaN", "Infinity", "01",
+                "1.", ".5", "+1", "2147483647", "2147483648", "-2147483648", "-2147483649",
+                "1.0", "9007199254740993", "18446744073709551616", "1.7976931348623157e308",
+                "1.7976931348623159e308", "4.9e-324"]
+ZONE_EDGES = ["", "Z", "z", "+00:00", "-00:00", "+01", "+0100"]
+STRING_EDGES = ['"\\ud800"', '"\\udc00a"', '"a\tb"', '"\\q"', '"\\u0000"', '""',
+                '"\U0001f600\U0001f600\U0001f600"', '"\U0001f600" ']
+OTHER_EDGES = ["true", "false", "null", "[]", "{}", '[{"a":1}]']
+DATETIME_EDGES = [
+    *(json.dumps(f"2024-01-02{sep}03:04:05{zone}") for sep in "Tt _" for zone in ZONE_EDGES),
+    *map(json.dumps, ["2024-01-02", "03:04", "03:04:05", "20240101", "2024-01-02T03:04",
+                      "2024-01-02T03:04:05.", "2024-01-02T03:04:05,5Z",
+                      "2024-01-02T03:04:05.1234567890Z", "0000-01-01T00:00:00Z",
+                      "0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00",
+                      "2024-02-30T00:00:00Z", "2024-01-02T24:00:00Z", "2024-01-02T03:04:60Z",
+                      "2024-01-02T03:04:05+24:00", "2024-01-02T03:04:05+01:60"]),
+    '"2024\\u002d01-02T03:04:05Z"']
 digits = st.text("0123456789", min_size=1, max_size=25)
 number_text = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
@@ -62,10 +84,7 @@ number_text = st.one_of(
               st.sampled_from(["", "e", "E", "e+", "e-"]), st.integers(0, 400)).map(
         lambda p: p[0] + p[1] + (p[2] + p[3] if p[2] else "")
         + (p[4] + str(p[5]) if p[4] else "")),
-    st.sampled_from(["-0", "-0.0", "0e0", "1E400", "-1e400", "1e-400", "NaN", "Infinity",
-                     "01", "1.", ".5", "+1", "2147483647", "2147483648", "-2147483648",
-                     "-2147483649", "1.0", "9007199254740993", "18446744073709551616",
-                     "1.7976931348623157e308", "1.7976931348623159e308", "4.9e-324"]),
+    st.sampled_from(NUMBER_EDGES),
 )
 
 
@@ -82,7 +101,7 @@ def datetime_text(draw: st.DrawFn) -> str:
             time += draw(st.sampled_from([".", ","])) + draw(
                 st.text("0123456789", min_size=0, max_size=10))
     zone = draw(st.one_of(
-        st.sampled_from(["", "Z", "z", "+00:00", "-00:00", "+01", "+0100"]),
+        st.sampled_from(ZONE_EDGES),
         st.tuples(st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 61),
                   st.booleans()).map(
             lambda z: f"{z[0]}{z[1]:02d}{':' if z[3] else ''}{z[2]:02d}")))
@@ -96,11 +115,9 @@ string_text = st.one_of(
     st.text(max_size=7).map(json.dumps),
     st.text(max_size=7).map(lambda t: json.dumps(t, ensure_ascii=False)),
     st.text(max_size=6).map(_escaped),
-    st.sampled_from(['"\\ud800"', '"\\udc00a"', '"a\tb"', '"\\q"', '"\\u0000"', '""',
-                     '"\U0001f600\U0001f600\U0001f600"', '"\U0001f600" ']),
+    st.sampled_from(STRING_EDGES),
 )
-any_text = st.one_of(number_text, datetime_text(), string_text,
-                     st.sampled_from(["true", "false", "null", "[]", "{}", '[{"a":1}]']))
+any_text = st.one_of(number_text, datetime_text(), string_text, st.sampled_from(OTHER_EDGES))
 value_text = {
     Kind.TEXT: st.one_of(string_text, any_text),
     Kind.INTEGER: st.one_of(number_text, any_text),
@@ -205,12 +222,32 @@ def test_the_fast_reader_reads_every_probe_body_as_pydantic_does(body: bytes) ->
     assert_same_reading(PROBE, body)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@DIFF
 @given(hostile_body)
 def test_the_fast_reader_reads_hostile_bodies_as_pydantic_does(body: bytes) -> None:
     for entity in SEED_ENTITIES:
         assert_same_reading(entity, body)
+
+
+VALID_ITEM = {"code": '"a"', "count": "1", "at": '"2024-01-02T03:04:05Z"'}
+
+
+@pytest.mark.parametrize("value", [*NUMBER_EDGES, *STRING_EDGES, *OTHER_EDGES,
+                                   *DATETIME_EDGES])
+def test_every_edge_value_in_every_field_is_read_as_pydantic_does(value: str) -> None:
+    """Each listed edge value in each field of an item otherwise valid: one item a field,
+    and all of them in one body, in compact and in spaced-out JSON."""
+    items = ["{" + ",".join(f'"{name}":{text}'
+                            for name, text in {**VALID_ITEM, field: value}.items()) + "}"
+             for field in FIELDS]
+    assert_same_reading(PROBE, ("[" + ",".join(items) + "]").encode())
+    assert_same_reading(PROBE, ("[ " + " , ".join(items) + " ]").encode())
+
+
+def test_every_edge_body_is_read_as_pydantic_does() -> None:
+    for body in EDGE_BODIES:
+        for entity in SEED_ENTITIES:
+            assert_same_reading(entity, body)
 
 
 SEED_ENTITIES = [e for e in default_registry().entities
@@ -254,8 +291,7 @@ def test_a_clean_body_is_read_by_the_fast_reader_and_a_bad_item_by_pydantic() ->
                         dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC), None)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(DIFF, max_examples=max(settings.default.max_examples // 2, 20))
 @given(probe_body, st.integers(1, 6))
 def test_bodies_over_the_item_limit_are_refused_as_before(body: bytes, limit: int) -> None:
     """A short body of clean items is not counted before it is read: the answer, a 413

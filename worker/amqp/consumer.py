@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Container
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from worker import metrics as m
@@ -40,7 +43,7 @@ from worker.core.wire import (
     aware,
 )
 from worker.processor import Answer, Processor
-from worker.settings import Settings
+from worker.settings import AmqpSettings, RetrySettings
 
 # How long a delivery whose outcome could not be published waits before it is handed back.
 HAND_BACK_PAUSE_S = 0.5
@@ -50,24 +53,32 @@ _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 _SIGNED_HEADERS = (USER_HEADER, RECEIVED_AT_HEADER, SIGNATURE_HEADER)
 
 
-class Consumer:
-    """Handles deliveries from the request queue."""
+@dataclass(frozen=True)
+class Outlets:
+    """Where the consumer publishes: the default exchange (a reply_to queue, the retry
+    queues, vbapi.dead) and vbapi.replies (the replies of requests without reply_to)."""
 
-    def __init__(self, settings: Settings, processor: Processor,
-                 default_exchange: AbstractExchange, reply_exchange: AbstractExchange,
-                 in_flight: set[asyncio.Task[Any]] | None = None) -> None:
-        self.settings = settings
+    default_exchange: AbstractExchange
+    reply_exchange: AbstractExchange
+
+
+class Consumer:
+    """Handles deliveries from the request queue: ``processor`` answers them, the answers
+    go to ``outlets``; ``amqp`` gives the publish timeout and the signing key, ``retry`` the
+    retry delays and the poison limit, ``databases`` the configured databases' names (the
+    only database labels of the metrics)."""
+
+    def __init__(self, processor: Processor, outlets: Outlets, amqp: AmqpSettings,
+                 retry: RetrySettings, databases: Container[str]) -> None:
         self.processor = processor
-        self.default_exchange = default_exchange
-        self.reply_exchange = reply_exchange
-        self._signing_key = settings.amqp.signing_key_bytes()
-        # Shared with the worker, which drains them at shutdown whatever their connection.
-        self.in_flight: set[asyncio.Task[Any]] = set() if in_flight is None else in_flight
+        self.default_exchange = outlets.default_exchange
+        self.reply_exchange = outlets.reply_exchange
+        self.retry = retry
+        self.databases = databases
+        self._publish_timeout_s = amqp.publish_timeout_s
+        self._signing_key = amqp.signing_key_bytes()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.in_flight.add(task)
         m.IN_FLIGHT.inc()
         started = time.perf_counter()
         if message.timestamp is not None:
@@ -84,10 +95,15 @@ class Consumer:
         finally:
             m.IN_FLIGHT.dec()
             m.BATCH_LATENCY.observe(time.perf_counter() - started)
-            self.in_flight.discard(task)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         delivery = Delivery.of(message, self._signing_key)
+        # Every line logged while the delivery is handled carries its ids, whoever logs it
+        # (the processor, the store, ...).
+        with structlog.contextvars.bound_contextvars(**delivery.context):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
         try:
             try:
                 answer = await self.answer(delivery)
@@ -98,13 +114,13 @@ class Consumer:
         except Exception as e:
             # The reply, retry copy or dead letter could not be confirmed: hand the request
             # back to the broker rather than acknowledge something half done.
-            delivery.log.error("could not complete delivery; handing it back", error=repr(e))
-            await _hand_back(message)
+            log.error("could not complete delivery; handing it back", error=repr(e))
+            await _hand_back(delivery.message)
 
     async def answer(self, delivery: Delivery) -> Answer:
         """The answer to the delivery; raises TransientFailure (or a bug) to retry it."""
         request = delivery.request
-        if delivery.deliveries <= self.settings.retry.max_deliveries:
+        if delivery.deliveries <= self.retry.max_deliveries:
             return await self.processor.process(request, delivery.received_at,
                                                 delivery.activity_id)
         # Past the poison limit: its recorded reply if its writes committed before the
@@ -122,20 +138,19 @@ class Consumer:
         if answer.error is not None:
             await self.publish_dead_letter(delivery, answer.error)
         await delivery.message.ack()
-        _record(answer, self.settings)
+        _record(answer, self.databases)
         _log_summary(delivery, answer)
 
     async def retry_or_give_up(self, delivery: Delivery, error: errors.UpsertError) -> None:
         """Send the batch to its next retry queue, or answer and dead-letter it."""
-        delays = self.settings.retry.delays_s
+        delays = self.retry.delays_s
         attempts = delivery.attempts
         if attempts < len(delays):
             headers = self._republished_headers(delivery)
             headers[ATTEMPTS_HEADER] = attempts + 1
             await self.default_exchange.publish(
                 republished(delivery.message, headers),
-                routing_key=retry_queue_name(delays[attempts]),
-                timeout=self.settings.amqp.publish_timeout_s)
+                routing_key=retry_queue_name(delays[attempts]), timeout=self._publish_timeout_s)
             await delivery.message.ack()
             m.RETRIES.labels(reason=str(error.status)).inc()
             return
@@ -152,7 +167,7 @@ class Consumer:
             headers={STATUS_HEADER: answer.status, PATH_HEADER: answer.path or "",
                      DATABASE_HEADER: answer.database or "",
                      ACTIVITY_HEADER: answer.activity_id or delivery.activity_id})
-        timeout = self.settings.amqp.publish_timeout_s
+        timeout = self._publish_timeout_s
         if request.reply_to:
             await self.default_exchange.publish(reply, routing_key=request.reply_to,
                                                 mandatory=False, timeout=timeout)
@@ -172,7 +187,7 @@ class Consumer:
         })
         await self.default_exchange.publish(
             republished(delivery.message, headers), routing_key=DEAD_QUEUE,
-            timeout=self.settings.amqp.publish_timeout_s)
+            timeout=self._publish_timeout_s)
         m.DEAD_LETTERS.labels(status=str(error.status)).inc()
 
     def _republished_headers(self, delivery: Delivery) -> dict[str, Any]:
@@ -188,12 +203,12 @@ class Consumer:
 def _failure(delivery: Delivery, exc: Exception) -> errors.UpsertError:
     """The error a failed attempt is retried (and at last answered) with."""
     if isinstance(exc, errors.TransientFailure):
-        delivery.log.warning("batch failed transiently", error=str(exc),
+        log.warning("batch failed transiently", error=str(exc),
                              attempts=delivery.attempts)
         return exc
     # A bug: bounded retries, then a dead letter.
-    delivery.log.error("batch failed unexpectedly", error=repr(exc))
-    delivery.log.debug("traceback", exc_info=True)
+    log.error("batch failed unexpectedly", error=repr(exc))
+    log.debug("traceback", exc_info=True)
     return errors.InternalFailure.of(exc)
 
 
@@ -213,7 +228,7 @@ async def _hand_back(message: AbstractIncomingMessage) -> None:
 def _log_summary(delivery: Delivery, answer: Answer) -> None:
     """The one line per batch answered: ids (bound), counts by item status, duration of
     this delivery from receipt to acknowledgement.  Never item payloads."""
-    delivery.log.info(
+    log.info(
         "batch answered", status=answer.status, entity=answer.entity,
         items=answer.item_count, statuses={str(k): v for k, v in answer.status_counts.items()},
         replayed=answer.replayed, dead_lettered=answer.dead_letter,
@@ -221,10 +236,10 @@ def _log_summary(delivery: Delivery, answer: Answer) -> None:
         duration_ms=round((time.perf_counter() - delivery.started) * 1000, 1))
 
 
-def _record(answer: Answer, settings: Settings) -> None:
+def _record(answer: Answer, databases: Container[str]) -> None:
     # The entity is the registry's (or none); the database only a configured one.
     entity = answer.entity or "unknown"
-    database = m.database_label(answer.database, settings.databases)
+    database = m.database_label(answer.database, databases)
     result = "dead_lettered" if answer.dead_letter else (
         "replayed" if answer.replayed else "answered")
     m.BATCHES.labels(entity=entity, database=database, outcome=result).inc()

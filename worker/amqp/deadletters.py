@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from schemas.registry import default_registry
 from worker.amqp.copies import republished
@@ -39,7 +44,7 @@ from worker.core.wire import (
     ERROR_STATUS_HEADER,
     ERROR_TITLE_HEADER,
 )
-from worker.settings import Settings
+from worker.settings import AmqpSettings, LimitsSettings, RetrySettings
 
 # What the worker added when it dead-lettered the batch, and what the broker added on the
 # way: a replayed batch starts afresh without them.  The signed headers stay: the
@@ -96,107 +101,120 @@ class Holding:
         return found, [i for i in wanted if i not in known]
 
 
-@contextlib.asynccontextmanager
-async def holding(settings: Settings, progress: Progress | None = None
-                  ) -> AsyncIterator[Holding]:
-    """Hold every dead letter for the block; those not acknowledged go back, in order."""
-    # A plain connection: were it lost, the held dead letters go back to the queue, and
-    # the command must fail rather than reconnect and carry on with stale deliveries.
-    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
-                                     connection_name="upsert-worker dlq")
-    async with connection:
-        channel = await connection.channel()
-        # As the worker declares it: a classic queue, whatever the vhost's default type.
-        queue = await declare_dead_queue(channel)
-        if queue is None:
-            raise RuntimeError(f"queue {DEAD_QUEUE} unavailable (its node down?)")
-        # No prefetch limit: the broker sends the whole queue at once, in queue order.
-        # (Set after the declaration, which may have reopened the channel.)
-        await channel.set_qos(prefetch_count=0)
-        result = queue.declaration_result
-        expected = (result.message_count or 0) if result is not None else 0
-        received: list[AbstractIncomingMessage] = []
-        arrived = asyncio.Event()
+@dataclass(frozen=True)
+class DeadLetterQueue:
+    """``vbapi.dead`` as the commands reach it: over ``amqp``, its bodies decoded within
+    ``limits`` (item counts, ``dlq show``), and a replay declaring the topology of the
+    ``retry`` delays.  ``progress`` hears how a long command goes."""
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            received.append(message)
-            arrived.set()
-            if progress and len(received) % PROGRESS_EVERY == 0:
-                progress(f"read {len(received)}/{expected} dead letters")
+    amqp: AmqpSettings
+    limits: LimitsSettings
+    retry: RetrySettings
+    progress: Progress | None = None
 
-        if expected:
-            tag = await queue.consume(on_message)
-            while len(received) < expected:
-                arrived.clear()
-                try:
-                    await asyncio.wait_for(arrived.wait(), IDLE_STOP_S)
-                except TimeoutError:
-                    break
-            await queue.cancel(tag)
-        # Delivery tags grow in delivery order, which is queue order.
-        received.sort(key=lambda message: message.delivery_tag or 0)
-        letters = dead_letters(received, settings)
-        try:
-            yield Holding(letters, connection)
-        finally:
-            # Closing the channel requeues everything still unacknowledged, in place.
-            with contextlib.suppress(Exception):
-                await channel.close()
-
-
-async def list_dead_letters(settings: Settings, progress: Progress | None = None
-                            ) -> list[DeadLetter]:
-    """Every dead letter in queue order; the queue is left exactly as it was."""
-    async with holding(settings, progress) as held:
-        return held.letters
-
-
-async def replay(settings: Settings, selection: Selection, *, dry_run: bool = False,
-                 progress: Progress | None = None) -> CommandResult:
-    """Republish the chosen dead letters to ``vbapi`` as their producers sent them, and
-    remove each from the queue once the broker confirmed its republish."""
-    async with holding(settings, progress) as held:
-        chosen, missing = held.select(selection)
-        outcome = CommandResult(missing=missing)
-        if dry_run:
-            outcome.done = chosen
-            return outcome
-        channel = await held.connection.channel(publisher_confirms=True,
-                                                on_return_raises=True)
-        # The request queue must exist and be bound, or the republish would be dropped
-        # as unroutable; `mandatory` below makes that an error rather than a loss.
-        topology = await declare_topology(channel, settings.retry.delays_s)
-        registry = default_registry()
-        for n, letter in enumerate(chosen, 1):
-            route = registry.route(letter.path) if letter.path else None
+    @contextlib.asynccontextmanager
+    async def holding(self) -> AsyncIterator[Holding]:
+        """Hold every dead letter for the block; those not acknowledged go back, in order."""
+        # A plain connection: were it lost, the held dead letters go back to the queue, and
+        # the command must fail rather than reconnect and carry on with stale deliveries.
+        connection = await connect_first(self.amqp.urls, timeout_s=self.amqp.connect_timeout_s,
+                                         connection_name="upsert-worker dlq")
+        async with connection:
+            channel = await connection.channel()
+            # As the worker declares it: a classic queue, whatever the vhost's default type.
+            queue = await declare_dead_queue(channel)
+            if queue is None:
+                raise RuntimeError(f"queue {DEAD_QUEUE} unavailable (its node down?)")
+            # No prefetch limit: the broker sends the whole queue at once, in queue order.
+            # (Set after the declaration, which may have reopened the channel.)
+            await channel.set_qos(prefetch_count=0)
+            received = await _receive_all(queue, self.progress)
             try:
-                await topology.request_exchange.publish(
-                    replayed_message(letter), mandatory=True,
-                    routing_key=route.entity.name if route else "unknown",
-                    timeout=settings.amqp.publish_timeout_s)
-                # Only now, the republish confirmed, may the dead letter go.
-                await letter.message.ack()
-                outcome.done.append(letter)
-            except Exception as e:
-                outcome.failed[letter.id] = f"{type(e).__name__}: {e}"
-            if progress and (n % PROGRESS_EVERY == 0 or n == len(chosen)) and len(chosen) > 1:
-                progress(f"replayed {len(outcome.done)}/{len(chosen)}"
-                         + (f", {len(outcome.failed)} failed" if outcome.failed else ""))
-        return outcome
+                yield Holding(dead_letters(received, self.limits), connection)
+            finally:
+                # Closing the channel requeues everything still unacknowledged, in place.
+                with contextlib.suppress(Exception):
+                    await channel.close()
 
+    async def letters(self) -> list[DeadLetter]:
+        """Every dead letter in queue order; the queue is left exactly as it was."""
+        async with self.holding() as held:
+            return held.letters
 
-async def purge(settings: Settings, selection: Selection,
-                progress: Progress | None = None) -> CommandResult:
-    """Delete the chosen dead letters; the others stay, in order."""
-    async with holding(settings, progress) as held:
-        chosen, missing = held.select(selection)
-        outcome = CommandResult(missing=missing)
-        for letter in chosen:
+    async def replay(self, selection: Selection, *, dry_run: bool = False) -> CommandResult:
+        """Republish the chosen dead letters to ``vbapi`` as their producers sent them, and
+        remove each from the queue once the broker confirmed its republish."""
+        async with self.holding() as held:
+            chosen, missing = held.select(selection)
+            outcome = CommandResult(missing=missing)
+            if dry_run:
+                outcome.done = chosen
+                return outcome
+            channel = await held.connection.channel(publisher_confirms=True,
+                                                    on_return_raises=True)
+            # The request queue must exist and be bound, or the republish would be dropped
+            # as unroutable; `mandatory` below makes that an error rather than a loss.
+            topology = await declare_topology(channel, self.retry.delays_s)
+            for n, letter in enumerate(chosen, 1):
+                await self._replay_one(letter, topology.request_exchange, outcome)
+                if self.progress and (n % PROGRESS_EVERY == 0 or n == len(chosen)) \
+                        and len(chosen) > 1:
+                    self.progress(f"replayed {len(outcome.done)}/{len(chosen)}" + (
+                        f", {len(outcome.failed)} failed" if outcome.failed else ""))
+            return outcome
+
+    async def _replay_one(self, letter: DeadLetter, exchange: AbstractExchange,
+                          outcome: CommandResult) -> None:
+        route = default_registry().route(letter.path) if letter.path else None
+        try:
+            await exchange.publish(replayed_message(letter), mandatory=True,
+                                   routing_key=route.entity.name if route else "unknown",
+                                   timeout=self.amqp.publish_timeout_s)
+            # Only now, the republish confirmed, may the dead letter go.
             await letter.message.ack()
             outcome.done.append(letter)
-        if progress and len(chosen) >= PROGRESS_EVERY:
-            progress(f"purged {len(chosen)}")
-        return outcome
+        except Exception as e:
+            outcome.failed[letter.id] = f"{type(e).__name__}: {e}"
+
+    async def purge(self, selection: Selection) -> CommandResult:
+        """Delete the chosen dead letters; the others stay, in order."""
+        async with self.holding() as held:
+            chosen, missing = held.select(selection)
+            outcome = CommandResult(missing=missing)
+            for letter in chosen:
+                await letter.message.ack()
+                outcome.done.append(letter)
+            if self.progress and len(chosen) >= PROGRESS_EVERY:
+                self.progress(f"purged {len(chosen)}")
+            return outcome
+
+
+async def _receive_all(queue: AbstractQueue, progress: Progress | None
+                       ) -> list[AbstractIncomingMessage]:
+    """Every message of the queue, consumed unacknowledged, in queue order."""
+    result = queue.declaration_result
+    expected = (result.message_count or 0) if result is not None else 0
+    received: list[AbstractIncomingMessage] = []
+    arrived = asyncio.Event()
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        received.append(message)
+        arrived.set()
+        if progress and len(received) % PROGRESS_EVERY == 0:
+            progress(f"read {len(received)}/{expected} dead letters")
+
+    if expected:
+        tag = await queue.consume(on_message)
+        while len(received) < expected:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), IDLE_STOP_S)
+            except TimeoutError:
+                break
+        await queue.cancel(tag)
+    # Delivery tags grow in delivery order, which is queue order.
+    received.sort(key=lambda message: message.delivery_tag or 0)
+    return received
 
 
 def replayed_message(letter: DeadLetter) -> aio_pika.Message:

@@ -38,8 +38,9 @@ class Delivery:
     received_at: dt.datetime
     activity_id: str
     started: float
-    # The logger, bound to the delivery's ids.
-    log: Any
+    # The ids every line logged while the delivery is handled carries: bound once, with
+    # structlog's contextvars, by the consumer (Consumer.handle).
+    context: dict[str, Any]
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage, signing_key: bytes) -> Delivery:
@@ -62,9 +63,9 @@ class Delivery:
             # it; a producer's own header is no receipt time.
             received_at=vouched.received_at if vouched else dt.datetime.now(dt.UTC),
             activity_id=activity_id, started=time.perf_counter(),
-            log=log.bind(activity_id=activity_id, message_id=message.message_id,
-                         correlation_id=message.correlation_id, path=request.path,
-                         database=request.database))
+            context={"activity_id": activity_id, "message_id": message.message_id,
+                     "correlation_id": message.correlation_id, "path": request.path,
+                     "database": request.database})
 
     def signed_headers(self, signing_key: bytes) -> dict[str, str]:
         """The signed producer name and first receipt time for a copy the worker sends on."""

@@ -26,7 +26,7 @@ from worker.core.wire import (
     PATH_HEADER,
     USER_HEADER,
 )
-from worker.settings import Settings
+from worker.settings import LimitsSettings
 
 
 @dataclass
@@ -57,11 +57,12 @@ class DeadLetter:
                 "status": self.error_status, "title": self.error_title,
                 "attempts": self.attempts, "dead_lettered_at": self.dead_lettered_at}
 
-    def details(self, settings: Settings) -> dict[str, Any]:
-        """Everything, the body decoded as JSON where it is JSON (``dlq show``)."""
+    def details(self, limits: LimitsSettings) -> dict[str, Any]:
+        """Everything, the body decoded (within ``limits``) as JSON where it is JSON
+        (``dlq show``)."""
         return {**self.row(), "position": self.position, "detail": self.error_detail,
                 "carried_user_id": self.user_id, "properties": self.properties,
-                "headers": self.headers, "body": _readable_body(self, settings)}
+                "headers": self.headers, "body": _readable_body(self, limits)}
 
 
 def group_by_status(letters: Iterable[DeadLetter]) -> dict[str, int]:
@@ -73,8 +74,10 @@ def group_by_status(letters: Iterable[DeadLetter]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def dead_letters(messages: list[AbstractIncomingMessage], settings: Settings
+def dead_letters(messages: list[AbstractIncomingMessage], limits: LimitsSettings
                  ) -> list[DeadLetter]:
+    """The messages of vbapi.dead, read; bodies are decoded within ``limits`` to count
+    their items."""
     registry = default_registry()
     seen: dict[str, int] = {}
     letters = []
@@ -90,7 +93,7 @@ def dead_letters(messages: list[AbstractIncomingMessage], settings: Settings
         letters.append(DeadLetter(
             id=letter_id, position=position, database=_text(headers.get(DATABASE_HEADER)),
             path=path, entity=route.entity.name if route else None,
-            item_count=_item_count(message, settings),
+            item_count=_item_count(message, limits),
             error_status=_int(headers.get(ERROR_STATUS_HEADER)),
             error_title=(_text(headers.get(ERROR_TITLE_HEADER))
                          or _broker_reason(headers)),
@@ -122,15 +125,16 @@ def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _decoded_body(letter_body: bytes, encoding: str | None, settings: Settings) -> bytes | None:
+def _decoded_body(letter_body: bytes, encoding: str | None,
+                  limits: LimitsSettings) -> bytes | None:
     try:
-        return decode_body(letter_body, encoding, settings.limits)
+        return decode_body(letter_body, encoding, limits)
     except Exception:
         return None
 
 
-def _item_count(message: AbstractIncomingMessage, settings: Settings) -> int | None:
-    raw = _decoded_body(message.body, message.content_encoding, settings)
+def _item_count(message: AbstractIncomingMessage, limits: LimitsSettings) -> int | None:
+    raw = _decoded_body(message.body, message.content_encoding, limits)
     try:
         items = orjson.loads(raw) if raw is not None else None
     except orjson.JSONDecodeError:
@@ -138,8 +142,8 @@ def _item_count(message: AbstractIncomingMessage, settings: Settings) -> int | N
     return len(items) if isinstance(items, list) else None
 
 
-def _readable_body(letter: DeadLetter, settings: Settings) -> Any:
-    raw = _decoded_body(letter.body, letter.message.content_encoding, settings)
+def _readable_body(letter: DeadLetter, limits: LimitsSettings) -> Any:
+    raw = _decoded_body(letter.body, letter.message.content_encoding, limits)
     if raw is None:
         return {"undecodable_bytes": len(letter.body)}
     try:

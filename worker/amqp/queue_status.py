@@ -21,11 +21,11 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 from aiormq.exceptions import ChannelClosed
 
-from worker.amqp.deadletters import list_dead_letters
+from worker.amqp.deadletters import DeadLetterQueue
 from worker.amqp.letters import group_by_status
 from worker.amqp.nodes import connect_first
 from worker.amqp.topology import worker_queue_names
-from worker.settings import Settings
+from worker.settings import AmqpSettings, LimitsSettings, RetrySettings
 
 MANAGEMENT_TIMEOUT_S = 2.0
 
@@ -55,10 +55,24 @@ class Status:
         }
 
 
-async def broker_status(settings: Settings) -> Status:
-    """Per queue: ready, unacknowledged (if known) and consumers; dead letters by status."""
-    names = worker_queue_names(settings.retry.delays_s)
-    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
+async def broker_status(amqp: AmqpSettings, retry: RetrySettings,
+                        limits: LimitsSettings) -> Status:
+    """Per queue (those of the ``retry`` delays among them): ready, unacknowledged (if
+    known) and consumers; dead letters by status (their bodies read within ``limits``)."""
+    queues = await _queue_states(amqp, worker_queue_names(retry.delays_s))
+    unacked, source = await asyncio.to_thread(management_unacknowledged, amqp)
+    for state in queues:
+        if state.exists and unacked is not None:
+            state.unacknowledged = unacked.get(state.name)
+    dead = [q for q in queues if q.name.endswith(".dead") and q.exists and q.ready]
+    by_status = (group_by_status(await DeadLetterQueue(amqp, limits, retry).letters())
+                 if dead else {})
+    return Status(queues, source, by_status)
+
+
+async def _queue_states(amqp: AmqpSettings, names: list[str]) -> list[QueueState]:
+    """What a passive declaration says of each queue."""
+    connection = await connect_first(amqp.urls, timeout_s=amqp.connect_timeout_s,
                                      connection_name="upsert-worker status")
     queues: list[QueueState] = []
     async with connection:
@@ -75,39 +89,32 @@ async def broker_status(settings: Settings) -> Status:
                                      consumers=result.consumer_count))
             with contextlib.suppress(Exception):
                 await channel.close()
-    unacked, source = await asyncio.to_thread(management_unacknowledged, settings)
-    for state in queues:
-        if state.exists and unacked is not None:
-            state.unacknowledged = unacked.get(state.name)
-    dead = [q for q in queues if q.name.endswith(".dead") and q.exists and q.ready]
-    by_status = group_by_status(await list_dead_letters(settings)) if dead else {}
-    return Status(queues, source, by_status)
+    return queues
 
 
-def management_url(settings: Settings) -> str:
+def management_url(amqp: AmqpSettings) -> str:
     """The management API's base URL, with credentials (the AMQP ones unless given)."""
-    configured = settings.amqp.management_url
-    if configured is not None:
-        return configured.get_secret_value().rstrip("/")
+    if amqp.management_url is not None:
+        return amqp.management_url.get_secret_value().rstrip("/")
     # The first node's: with a cluster, any node's API tells about every queue.
-    amqp = urlsplit(settings.amqp.urls[0])
-    scheme = "https" if amqp.scheme == "amqps" else "http"
-    auth = f"{amqp.username or 'guest'}:{amqp.password or 'guest'}@"
-    return f"{scheme}://{auth}{amqp.hostname or 'localhost'}:15672"
+    node = urlsplit(amqp.urls[0])
+    scheme = "https" if node.scheme == "amqps" else "http"
+    auth = f"{node.username or 'guest'}:{node.password or 'guest'}@"
+    return f"{scheme}://{auth}{node.hostname or 'localhost'}:15672"
 
 
-def _vhost(settings: Settings) -> str:
-    path = urlsplit(settings.amqp.urls[0]).path
+def _vhost(amqp: AmqpSettings) -> str:
+    path = urlsplit(amqp.urls[0]).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
-def management_unacknowledged(settings: Settings) -> tuple[dict[str, int] | None, str]:
+def management_unacknowledged(amqp: AmqpSettings) -> tuple[dict[str, int] | None, str]:
     """Unacknowledged counts by queue from the management API, or None and the reason."""
-    base = urlsplit(management_url(settings))
+    base = urlsplit(management_url(amqp))
     host = base.hostname or "localhost"
     port = f":{base.port}" if base.port else ""
     url = (f"{base.scheme}://{host}{port}{base.path}/api/queues/"
-           f"{quote(_vhost(settings), safe='')}?columns=name,messages_unacknowledged")
+           f"{quote(_vhost(amqp), safe='')}?columns=name,messages_unacknowledged")
     request = urllib.request.Request(url)
     credentials = f"{unquote(base.username or '')}:{unquote(base.password or '')}"
     request.add_header("Authorization",

@@ -27,7 +27,7 @@ they are, with a warning: the broker cannot change a queue's type, and refuses t
 a queue again with other arguments (PRECONDITION_FAILED).  Moving them to quorum queues is
 an operator's step: delete each while it is empty, and a worker declares it again.  A
 vbapi.requests of an earlier version, without the dead-letter target, gets it from the
-policy :data:`DEAD_LETTER_POLICY` instead (README, "Broker versions").
+policy :data:`DEAD_LETTER_POLICY` instead (docs/deployment.md, "Broker versions").
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ REQUEST_ARGUMENTS: dict[str, Any] = {**QUORUM, "x-dead-letter-exchange": "",
                                      "x-dead-letter-strategy": "at-least-once",
                                      "x-overflow": "reject-publish"}
 # The same as a policy, for a vbapi.requests declared by an earlier version without them
-# (a queue's arguments cannot change).  The README gives the rabbitmqctl command.
+# (a queue's arguments cannot change).  docs/deployment.md gives the rabbitmqctl command.
 DEAD_LETTER_POLICY: dict[str, Any] = {
     key.removeprefix("x-"): value for key, value in REQUEST_ARGUMENTS.items()
     if key != "x-queue-type"}
@@ -100,7 +100,8 @@ async def declare_topology(channel: AbstractChannel, retry_delays_s: list[float]
     # a message that keeps crashing it, and dead-letters it after retry.max_deliveries.
     requests = await _declare_kept(channel, REQUEST_QUEUE, REQUEST_ARGUMENTS, advice=(
         "without a dead-letter target, a message over the broker's delivery limit is "
-        f"dropped: apply the policy {json.dumps(DEAD_LETTER_POLICY)} to it (README)"))
+        f"dropped: apply the policy {json.dumps(DEAD_LETTER_POLICY)} to it "
+        "(docs/deployment.md, Broker versions)"))
     if requests is None:
         raise RuntimeError(f"queue {REQUEST_QUEUE} unavailable")
     await requests.bind(request_exchange, routing_key="#")
@@ -127,7 +128,7 @@ async def declare_dead_queue(channel: AbstractChannel) -> AbstractQueue | None:
     declare it too).  One that exists as another type is kept, with a warning."""
     return await _declare_kept(channel, DEAD_QUEUE, CLASSIC, advice=(
         "the dlq commands need a classic queue: move its dead letters away, delete it "
-        "and let a worker declare it again (README)"))
+        "and let a worker declare it again (docs/deployment.md, Broker versions)"))
 
 
 async def _declare_kept(channel: AbstractChannel, name: str, arguments: dict[str, Any],

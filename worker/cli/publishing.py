@@ -1,4 +1,5 @@
-"""The ``publish`` command: send one batch the way a producer would, and wait for its reply."""
+"""What the ``publish`` command does (worker/cli/publish.py): send one batch the way a
+producer would, and wait for its reply."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from typing import Unpack
 
 import orjson
 
+from vbapi_upsert_client import Reply, SendOptions, UpsertClient
 from worker.amqp.nodes import connect_first
 from worker.amqp.topology import declare_topology
-from worker.client import Reply, SendOptions, UpsertClient
-from worker.settings import Settings
+from worker.settings import AmqpSettings, RetrySettings
 
 
 def format_reply(body: bytes) -> str:
@@ -23,18 +24,18 @@ def format_reply(body: bytes) -> str:
     return f'{{\n  "data": [\n{items}\n  ]{rest}\n}}'
 
 
-async def publish_batch(settings: Settings, path: str, body: bytes, *, timeout_s: float = 60.0,
-                        **options: Unpack[SendOptions]) -> Reply:
+async def publish_batch(amqp: AmqpSettings, retry: RetrySettings, path: str, body: bytes, *,
+                        timeout_s: float = 60.0, **options: Unpack[SendOptions]) -> Reply:
     """Publish ``body`` as a batch to ``vbapi`` and return the worker's reply, through the
-    client library.  The topology is declared first, so that a batch published before any
-    worker started waits in the queue.  ``options`` are the client's (database, user_id,
-    message_id, ...).  Raises UpsertTimeout (a TimeoutError) when no reply comes within
-    ``timeout_s``."""
-    connection = await connect_first(settings.amqp.urls, timeout_s=settings.amqp.connect_timeout_s,
+    client library.  The topology (of the ``retry`` delays) is declared first, so that a
+    batch published before any worker started waits in the queue.  ``options`` are the
+    client's (database, user_id, message_id, ...).  Raises UpsertTimeout (a TimeoutError)
+    when no reply comes within ``timeout_s``."""
+    connection = await connect_first(amqp.urls, timeout_s=amqp.connect_timeout_s,
                                      connection_name="upsert-worker publish")
     async with connection:
         channel = await connection.channel()
-        await declare_topology(channel, settings.retry.delays_s)
+        await declare_topology(channel, retry.delays_s)
         await channel.close()
         async with UpsertClient("", connection=connection, timeout_s=timeout_s) as client:
             return await client.upsert(path, body, **options)

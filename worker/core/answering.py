@@ -1,7 +1,7 @@
 """How the database's results become each item's answer, pure: rows in rounds by key, the
 201/200/409 of an upsert's RETURNING, the 404 of a missing parent, the 400 of a value the
-database refused.  The writer (worker/store/writer.py) runs the statements; this says what
-they mean for every item.
+database refused.  The store (worker/store/rows.py) runs the statements; this says what
+they mean for every item, in the attempt's :class:`~worker.core.batch.Outcome`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from worker.core.batch import CREATED, STALE, UPDATED, Batch, ItemStatus, Row, values_at
+from worker.core.batch import CREATED, STALE, UPDATED, ItemStatus, Outcome, Plan, Row, values_at
 
 Key = tuple[Any, ...]
 
@@ -28,7 +28,7 @@ class KeyGroup(msgspec.Struct, gc=False):
     row: Row
 
 
-def rounds_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[list[KeyGroup]]:
+def rounds_by_key(plan: Plan, rows: Sequence[tuple[int, Row]]) -> list[list[KeyGroup]]:
     """The items in rounds that the writer applies one after the other, each round with one
     statement: round r holds the r-th item of every key, sorted by key (so concurrent
     batches lock rows in one global order).
@@ -38,7 +38,7 @@ def rounds_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[list[Ke
     an item the database refuses fails alone, and the next item of its key is applied as
     if it had never been sent).  Merging them into one row would answer every item of the
     key with the merged row's fate.  The usual batch, no key twice, is one round."""
-    entity = batch.entity
+    entity = plan.entity
     if len(entity.key_positions) == 1:
         # The usual key, one field: its values hash and sort faster than 1-tuples.
         (at,) = entity.key_positions
@@ -53,12 +53,12 @@ def rounds_by_key(batch: Batch, rows: Sequence[tuple[int, Row]]) -> list[list[Ke
             order = sorted(range(len(keys)), key=keys.__getitem__)
             return [[KeyGroup(keys[i], rows[i][0], rows[i][1]) for i in order]] \
                 if rows else []
-    return _rounds_of_repeated_keys(batch, rows)
+    return _rounds_of_repeated_keys(plan, rows)
 
 
-def _rounds_of_repeated_keys(batch: Batch, rows: Sequence[tuple[int, Row]]
+def _rounds_of_repeated_keys(plan: Plan, rows: Sequence[tuple[int, Row]]
                              ) -> list[list[KeyGroup]]:
-    key_of = values_at(batch.entity.key_positions)
+    key_of = values_at(plan.entity.key_positions)
     by_key: dict[Key, list[KeyGroup]] = {}
     for index, row in rows:
         key = key_of(row)
@@ -68,17 +68,17 @@ def _rounds_of_repeated_keys(batch: Batch, rows: Sequence[tuple[int, Row]]
     return [[items[r] for items in ordered if r < len(items)] for r in range(depth)]
 
 
-def answer_missing_parents(batch: Batch,
-                           missing: list[set[Key]]) -> list[tuple[int, Row]]:
-    """Answer 404 for the batch's items whose parent key is ``missing``; return the others."""
+def answer_missing_parents(plan: Plan, outcome: Outcome,
+                           missing: list[set[Key]]) -> Sequence[tuple[int, Row]]:
+    """Answer 404 for the plan's items whose parent key is ``missing``; return the others."""
     if not any(missing):
-        return batch.rows
+        return plan.rows
     kept = []
     checks = [(parent, values_at(positions), keys)
-              for parent, positions, keys in zip(batch.entity.parents,
-                                                 batch.entity.parent_positions, missing,
+              for parent, positions, keys in zip(plan.entity.parents,
+                                                 plan.entity.parent_positions, missing,
                                                  strict=True)]
-    for index, row in batch.rows:
+    for index, row in plan.rows:
         problems = []
         for parent, parent_key_of, keys in checks:
             key = parent_key_of(row)
@@ -87,7 +87,7 @@ def answer_missing_parents(batch: Batch,
                                   for f, v in zip(parent.fields, key, strict=True))
                 problems.append(f"parent {parent.table} not found: {shown}")
         if problems:
-            batch.answer(index, ItemStatus.NOT_FOUND, "; ".join(problems))
+            outcome.answer(index, ItemStatus.NOT_FOUND, "; ".join(problems))
         else:
             kept.append((index, row))
     return kept
@@ -117,9 +117,9 @@ def _keys(columns: Sequence[list[Any] | None]) -> frozenset[Key]:
     return frozenset(zip(*columns, strict=True))
 
 
-def answer_round(batch: Batch, groups: Sequence[KeyGroup], written: Written) -> None:
+def answer_round(outcome: Outcome, groups: Sequence[KeyGroup], written: Written) -> None:
     """201/200 for the items of a round the upsert wrote, 409 for the others."""
-    answers = batch.answers
+    answers = outcome.answers
     updated, created = written.updated, written.created
     if not updated and created is None:  # the usual batch of new keys: every row created
         for group in groups:

@@ -1,23 +1,35 @@
-"""A validated batch: per item, its answer so far or the row the writer must write.
+"""A batch in three steps, each a value one module makes and the next one reads::
 
-Made by :func:`worker.core.intake.prepare_batch`, answered by the writer, rendered by
-:mod:`worker.core.replies`.  Pure data.
+    Request ──intake.prepare_batch──▶ Plan ──store (rows.write_rows)──▶ Outcome
+    Plan + Outcome ──replies.batch_reply──▶ the 207 body
+
+- :class:`Plan`, immutable: the batch's envelope, per item the key it is answered under,
+  the answers known before the database (the 400s of validation) and the validated rows.
+- :class:`Outcome`: what one write attempt answered, indexed like the plan's items.  Each
+  attempt starts a fresh one from the plan's answers and fills in the database's (404
+  missing parents, 201/200/409, isolated item errors); an attempt rolled back is dropped
+  with its outcome, so nothing has to be forgotten.
+- the reply renders a plan with the outcome of the attempt that committed.
+
+Pure data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from operator import itemgetter
 from typing import Any
 
 from schemas.entity import Entity
+from schemas.statuses import ItemStatus as ItemStatus  # the table of statuses, re-exported
 
 # A validated item: its values in field order, None for a field it left out.
 Row = tuple[Any, ...]
+# The key an item is answered under: its key fields in key order, [{key, value}, ...].
+ItemId = list[dict[str, Any]]
 
 
 @cache
@@ -27,17 +39,6 @@ def values_at(positions: tuple[int, ...]) -> Callable[[Row], tuple[Any, ...]]:
         (at,) = positions
         return lambda row: (row[at],)
     return itemgetter(*positions)  # type: ignore[return-value]
-
-
-class ItemStatus(IntEnum):
-    """The answers one item of a batch can get, as the API's 207 body spells them."""
-
-    UPDATED = 200
-    CREATED = 201
-    BAD_REQUEST = 400        # the item itself is invalid, or the database refused it
-    NOT_FOUND = 404          # a parent record is missing
-    CONFLICT = 409           # a newer batch wrote the stored record already
-    FAILED = 500             # no answer could be found for it (a bug)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,12 @@ STALE = ItemAnswer(ItemStatus.CONFLICT,
                    "not applied: the stored record was written by a newer batch")
 
 
-@dataclass
-class Batch:
-    """A validated batch: per item, its answer so far or the row to write."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated batch, as :func:`worker.core.intake.prepare_batch` made it: what every
+    write attempt starts from.  Never changed once made: its sequences are read-only by
+    type (the lists validation filled, not copied into tuples: a copy per item and attempt
+    costs more than it protects)."""
 
     entity: Entity
     database: str
@@ -65,17 +69,17 @@ class Batch:
     message_id: str | None
     source_ts: dt.datetime
     # The activity id its reply carries.
-    activity_id: str = ""
+    activity_id: str
     # Never delivered before (not redelivered, not a retry): there can be no recorded
     # reply unless a producer sent the same message_id twice, which the record's unique
     # key still catches.  Lets the writer skip its lookup.
-    first_delivery: bool = False
-    # Per item, in request order: the key it is answered under ([{key, value}, ...]) ...
-    ids: list[list[dict[str, Any]]] = field(default_factory=list)
-    # ... and its answer, None while it waits for the database's.
-    answers: list[ItemAnswer | None] = field(default_factory=list)
-    # (item index, validated row), in request order
-    rows: list[tuple[int, Row]] = field(default_factory=list)
+    first_delivery: bool
+    # Per item, in request order: the key it is answered under ...
+    ids: Sequence[ItemId]
+    # ... and its answer known before the database (a 400), None for a valid item.
+    known: Sequence[ItemAnswer | None]
+    # (item index, validated row) of the valid items, in request order.
+    rows: Sequence[tuple[int, Row]]
 
     @property
     def producer(self) -> str:
@@ -83,11 +87,15 @@ class Batch:
         processed-message record is keyed by both (worker/store/writer.py)."""
         return self.user_id or ""
 
+
+class Outcome:
+    """One write attempt's answers, indexed like its plan's items: the plan's own, and the
+    database's as the attempt fills them in (None while an item waits for it)."""
+
+    __slots__ = ("answers",)
+
+    def __init__(self, plan: Plan) -> None:
+        self.answers: list[ItemAnswer | None] = list(plan.known)
+
     def answer(self, index: int, status: ItemStatus, body: str) -> None:
         self.answers[index] = ItemAnswer(status, body)
-
-    def forget_database_answers(self) -> None:
-        """The answers of a rolled-back write (404/409/201/200, isolated errors) are not
-        the batch's: its valid items wait for the database's answer again."""
-        for index, _ in self.rows:
-            self.answers[index] = None

@@ -1,4 +1,5 @@
-"""The exception tree.  Each branch says what happens to the message that raised it::
+"""The exception tree: every exception the worker raises is in it.  Each branch says what
+happens to the message (or the process) that raised it::
 
     UpsertError
     ├── MessageRejected        permanent: answered with a problem reply, dead-lettered at once
@@ -9,14 +10,33 @@
     │   ├── TooLarge               413  body, decompressed body or item count over the limit
     │   └── UnsupportedMediaType   415  content type other than JSON
     ├── TransientFailure       retried later through the delay queues; 503 after the last try
-    └── InternalFailure        500  a bug: retried like a transient failure, then dead-lettered
-        └── PoisonMessage      500  delivered too often without reaching an outcome
+    ├── InternalFailure        500  a bug: retried like a transient failure, then dead-lettered
+    │   └── PoisonMessage      500  delivered too often without reaching an outcome
+    ├── GatewayTimeout         504  the gateway's own answer: the batch's reply did not come
+    │                               (worker/http/problems.py)
+    ├── OperatorError          never a reply: said to the operator (log, exit status, /readyz)
+    │   ├── ConfigurationError     the configuration cannot be used (worker/settings/loading.py)
+    │   ├── MigrationRefused       a schema change could lose stored data: the database is
+    │   │                          parked, its batches wait as transient failures
+    │   │                          (worker/store/migrations.py)
+    │   ├── GatewayRefused         the gateway cannot serve as configured (worker/http/exposure.py)
+    │   └── NoNodeAnswers          no broker node accepts a connection (worker/amqp/nodes.py)
+    └── InternalSignal         control flow inside the store, never a reply nor an error line:
+        │                      caught by the module named, which does what it asks
+        ├── IsolateItems           redo the transaction item-isolating (rows -> writer)
+        ├── GroupRefused           commit the group's batches one by one (writer -> grouping)
+        └── _AlreadyProcessed      another delivery committed first: answer from its record
+                                   (writer)
 
-Every whole-message reply is built from one of these: its class line says the status, the
-title and the problem type.  A class that sets its own status must set its own problem
-type too, or it fails at import (a reply never silently gets ``about:blank``).
+Every whole-message reply is built from one of the first four branches: its class line
+says the status, the title and the problem type.  A class that sets its own status must set
+its own problem type too, or it fails at import (a reply never silently gets
+``about:blank``).  The last two branches keep the root's 500 and never reach a reply.
 
-Database errors are sorted into these by ``worker.store.failures``.
+Database errors are sorted into these by ``worker.store.failures``.  Two exceptions stand
+outside: the importer's ``ImportFailed`` (schemas/importer/), the declarations' own
+(schemas/ knows no worker: an import-linter contract), which the ``import`` command
+reports; and the client's, under its own root (client/).
 """
 
 from __future__ import annotations
@@ -26,11 +46,11 @@ _RFC7231 = "https://tools.ietf.org/html/rfc7231#section-"
 
 
 class UpsertError(Exception):
-    """Base of every error the worker raises on purpose: a whole-message answer.
+    """Base of every exception the worker raises on purpose.
 
-    A subclass says its answer in its class line: ``status``, ``title`` and
-    ``problem_type``, each inherited when left out; a new status without its own problem
-    type is refused at import."""
+    A subclass that answers a message says its answer in its class line: ``status``,
+    ``title`` and ``problem_type``, each inherited when left out; a new status without its
+    own problem type is refused at import."""
 
     status = 500
     title = "Internal Server Error"
@@ -99,3 +119,16 @@ class InternalFailure(UpsertError):
 
 class PoisonMessage(InternalFailure, title="Poison message"):
     """Delivered more often than allowed without an outcome: it keeps killing workers."""
+
+
+class OperatorError(UpsertError):
+    """Said to the operator, never a reply: the process, a command or a database cannot go
+    on as configured."""
+
+
+class InternalSignal(UpsertError):
+    """Control flow between the store's modules: caught by the one that asks for it, never
+    a reply, never logged as an error."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)

@@ -1,8 +1,8 @@
-"""From a request to a validated batch, pure: route, database, producer, envelope, items.
+"""From a request to a batch's plan, pure: route, database, producer, envelope, items.
 
 :func:`prepare_batch` raises a :class:`~worker.core.errors.MessageRejected` for whole-message
-errors; what comes out says, for each item, either its 400 answer or the validated row the
-writer must write.
+errors; the :class:`~worker.core.batch.Plan` it makes says, for each item, either its 400
+answer or the validated row the writer must write.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from schemas.models import model_for
 from schemas.registry import Registry, Route
 from worker.core import errors
-from worker.core.batch import Batch
+from worker.core.batch import Plan
 from worker.core.request import Request, check_content_type, decode_body
 from worker.core.validation import validate_items
 from worker.core.wire import DATABASE_HEADER, MAX_MESSAGE_ID_BYTES, PATH_HEADER, aware
@@ -23,7 +23,7 @@ from worker.settings import Settings
 
 
 def prepare_batch(request: Request, settings: Settings, registry: Registry,
-                  received_at: dt.datetime, activity_id: str = "") -> Batch:
+                  received_at: dt.datetime, activity_id: str = "") -> Plan:
     """Check the whole message, then validate every item.
 
     Raises a MessageRejected subclass for whole-message errors, in the order an HTTP
@@ -60,11 +60,12 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
     params = parse_path_params(route)
     source_ts = aware(request.timestamp or received_at)
     check_clock_skew(source_ts, received_at, settings.worker.max_clock_skew_s)
-    batch = Batch(entity=route.entity, database=database, path=path, user_id=request.user_id,
-                  message_id=request.message_id, source_ts=source_ts, activity_id=activity_id,
-                  first_delivery=request.first_delivery)
-    validate_items(batch, model_for(route.entity), body, params, settings.limits.max_items)
-    return batch
+    items = validate_items(route.entity, model_for(route.entity), body, params,
+                           settings.limits.max_items)
+    return Plan(entity=route.entity, database=database, path=path, user_id=request.user_id,
+                message_id=request.message_id, source_ts=source_ts, activity_id=activity_id,
+                first_delivery=request.first_delivery, ids=items.ids, known=items.known,
+                rows=items.rows)
 
 
 def check_clock_skew(source_ts: dt.datetime, received_at: dt.datetime,

@@ -1,15 +1,17 @@
-"""Reply bodies: the 207 multi-status of a batch and the RFC 7807 problem of a refusal."""
+"""Reply bodies: the 207 multi-status of a batch (its plan with the outcome of the attempt
+that committed) and the RFC 7807 problem of a refusal."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from worker.core.batch import Batch, ItemStatus
+from worker.core.batch import ItemAnswer, ItemStatus, Outcome, Plan
 from worker.core.errors import UpsertError
 
 MULTI_STATUS = 207
@@ -23,17 +25,17 @@ def new_activity_id() -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def batch_reply(batch: Batch) -> bytes:
+def batch_reply(plan: Plan, outcome: Outcome) -> bytes:
     """The 207 body: one entry per request item, same order, same count."""
     data: list[dict[str, Any]] = []
-    for ids, answer in zip(batch.ids, batch.answers, strict=True):
+    for ids, answer in zip(plan.ids, outcome.answers, strict=True):
         if answer is None:  # every item is answered; this would be a bug in the writer
             data.append({"id": ids, "status": ItemStatus.FAILED,
                          "body": "unexpected failure: no outcome"})
         else:
             data.append({"id": ids, "status": answer.status, "body": answer.body})
     return orjson.dumps({"data": data, "error": None,
-                         "debug": {"activityID": batch.activity_id}})
+                         "debug": {"activityID": plan.activity_id}})
 
 
 def problem_reply(error: UpsertError, path: str | None, activity_id: str) -> bytes:
@@ -44,6 +46,6 @@ def problem_reply(error: UpsertError, path: str | None, activity_id: str) -> byt
     return orjson.dumps({"data": None, "error": problem, "debug": {"activityID": activity_id}})
 
 
-def status_counts(batch: Batch) -> dict[int, int]:
-    """How many items got each status, for logs and metrics."""
-    return dict(Counter(a.status for a in batch.answers if a is not None))
+def status_counts(answers: Iterable[ItemAnswer | None]) -> dict[int, int]:
+    """How many items got each status (of those answered), for logs and metrics."""
+    return dict(Counter(a.status for a in answers if a is not None))

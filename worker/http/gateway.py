@@ -24,7 +24,6 @@ on loopback only (development), unless ``[gateway] allow_anonymous = true``.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -44,60 +43,35 @@ from starlette.routing import Route
 from starlette.types import Receive, Send
 
 from schemas.registry import default_registry
+from vbapi_upsert_client import PropertyTooLong, ReplyLost, UpsertClient, UpsertTimeout
 from worker.amqp.topology import declare_topology
-from worker.client import PropertyTooLong, ReplyLost, UpsertClient, UpsertTimeout
 from worker.core import errors
-from worker.core.replies import new_activity_id
 from worker.core.wire import DATABASE_HEADER, JSON_CONTENT_TYPE
+from worker.http.exposure import GatewayRefused, check_exposure, mode
 from worker.http.gateway_openapi import openapi_document
+from worker.http.problems import (
+    not_queued,
+    problem,
+    property_too_long,
+    reply_missing,
+    too_large,
+)
 from worker.logs import get_logger
-from worker.settings import GatewaySettings, Settings
+from worker.settings import Settings
 
 log = get_logger("worker.http.gateway")
 # A name the gateway's broker user is not: publishing with it shows whether the broker
 # lets the gateway set other users' ids (the impersonator tag).
 _PROBE_USER = "upsert-gateway-impersonation-probe"
-
-
-# The HTTP headers the gateway puts into AMQP properties, by property: a value too long
-# for AMQP is answered naming the header the client sent.
-_HEADER_OF = {"message_id": "Idempotency-Key", "correlation_id": "Idempotency-Key",
-              "content_type": "Content-Type", "content_encoding": "Content-Encoding"}
-
-
-class GatewayRefused(Exception):
-    """The gateway cannot serve as configured (said at start, before any request)."""
-
-
-class GatewayTimeout(errors.UpsertError, status=504, title="Gateway Timeout",
-                     problem_type="https://tools.ietf.org/html/rfc7231#section-6.6.5"):
-    """The batch is queued, but its reply did not come: in time, or at all."""
-
-
-def _problem(error: errors.UpsertError, path: str, *, message_id: str | None = None,
-             activity_id: str | None = None) -> Response:
-    """The gateway's own answer, in the worker's problem shape (worker/core/replies.py), with
-    the batch's message id where one was chosen, so that a client can retry with it."""
-    debug = {"activityID": activity_id or new_activity_id()}
-    if message_id is not None:
-        debug["messageID"] = message_id
-    body = {"data": None,
-            "error": {"type": error.problem_type, "title": error.title, "status": error.status,
-                      "detail": error.detail, "instance": path},
-            "debug": debug}
-    return Response(orjson.dumps(body), status_code=error.status, media_type=JSON_CONTENT_TYPE)
-
-
-def _too_large(limit: int, path: str) -> Response:
-    # Answered at once; the rest of the body is received and dropped by uvicorn, not kept.
-    # The connection is not closed on it: most clients (httpx, requests) send the whole
-    # body before they read, and would see a reset connection instead of this answer.
-    return _problem(errors.TooLarge(f"body is over the limit of {limit} bytes"), path)
+# The HTTP headers passed on as AMQP properties of the batch.
+_PROPERTY_HEADERS = (("content-type", "content_type"), ("content-encoding", "content_encoding"))
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is over ``limit``: counted as it arrives, because a
-    chunked body has no Content-Length to check first."""
+    """The body, or None as soon as it is over ``limit``: by its Content-Length before it is
+    read, else counted as it arrives (a chunked body has no Content-Length to check)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -106,30 +80,6 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
-def check_exposure(settings: GatewaySettings) -> None:
-    """Refuse to serve anonymously beyond this machine unless told to, explicitly."""
-    host, port = settings.host_port
-    if settings.api_keys is not None or settings.allow_anonymous or is_loopback(host):
-        return
-    raise GatewayRefused(
-        f"listen = {settings.listen!r} is not loopback, and without [gateway.api_keys] "
-        f"anyone who reaches it could write every database. Either set API keys: a "
-        f"[gateway.api_keys] table of producer = \"sha256:<hex digest of its key>\" "
-        f"(printf %s \"$KEY\" | sha256sum); or allow anonymous access explicitly: "
-        f"[gateway] allow_anonymous = true (UPSERT_GATEWAY__ALLOW_ANONYMOUS=true); or, for "
-        f"development, listen on loopback (127.0.0.1:{port})")
 
 
 class _ClientFailovers(Collector):
@@ -163,12 +113,6 @@ class Gateway:
                                  "from the request to its answer", registry=self.metrics)
         self.metrics.register(_ClientFailovers(self.client))
         self._openapi: bytes | None = None
-
-    @property
-    def mode(self) -> str:
-        if self.producers is not None:
-            return "api keys"
-        return "development" if is_loopback(self.settings.gateway.host_port[0]) else "anonymous"
 
     async def start(self) -> None:
         check_exposure(self.settings.gateway)  # before anything is connected
@@ -212,6 +156,11 @@ class Gateway:
             if not channel.is_closed:
                 await channel.close()
 
+    def _user_of(self, request: Request) -> str | None:
+        """Whom the batch is published for: the producer whose key the request carries
+        (None if none), else (development) the gateway's own broker user."""
+        return self.own_user if self.producers is None else self.producer(request)
+
     def producer(self, request: Request) -> str | None:
         """The producer whose key the request carries, or None."""
         key = request.headers.get("x-api-key")
@@ -232,62 +181,33 @@ class Gateway:
     async def _put(self, request: Request) -> Response:
         # The path as sent: percent-encoded segments stay encoded for the worker to split.
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        user_id = self.own_user
-        if self.producers is not None:
-            producer = self.producer(request)
-            if producer is None:
-                return _problem(errors.Unauthenticated(
-                    "a valid x-api-key (or Authorization: Bearer) is required"), path)
-            user_id = producer
+        user_id = self._user_of(request)
+        if user_id is None:
+            return problem(errors.Unauthenticated(
+                "a valid x-api-key (or Authorization: Bearer) is required"), path)
         limit = self.settings.limits.max_body_bytes
-        if int(request.headers.get("content-length") or 0) > limit:
-            return _too_large(limit, path)
         body = await _read_body(request, limit)
         if body is None:
-            return _too_large(limit, path)
+            return too_large(limit, path)
         message_id = request.headers.get("idempotency-key") or uuid.uuid4().hex
-        properties: dict[str, Any] = {}
-        for header, name in (("content-type", "content_type"),
-                             ("content-encoding", "content_encoding")):
-            if header in request.headers:
-                properties[name] = request.headers[header]
+        properties: dict[str, Any] = {name: request.headers[header]
+                                      for header, name in _PROPERTY_HEADERS
+                                      if header in request.headers}
         try:
             reply = await self.client.upsert(
                 path, body, database=request.headers.get(DATABASE_HEADER),
                 message_id=message_id, user_id=user_id, **properties)
         except PropertyTooLong as e:
-            return _problem(errors.MessageRejected(
-                f"{_HEADER_OF.get(e.name, e.name)} is {e.size} bytes long (UTF-8); at most "
-                f"{e.limit} are allowed"), path)
-        except (UpsertTimeout, ReplyLost) as e:
-            return self._reply_missing(e, path, message_id)
+            return property_too_long(e.name, e.size, e.limit, path)
+        except UpsertTimeout:
+            return reply_missing(f"the worker did not answer within "
+                                 f"{self.settings.gateway.timeout_s:g} s", path, message_id)
+        except ReplyLost:
+            return reply_missing("its reply was lost with the gateway's broker connection",
+                                 path, message_id)
         except (AMQPError, ConnectionError, ChannelInvalidStateError, TimeoutError) as e:
-            return self._not_queued(e, path, message_id)
+            return not_queued(e, path, message_id)
         return Response(reply.body, status_code=reply.status or 500, media_type=JSON_CONTENT_TYPE)
-
-    def _reply_missing(self, error: UpsertTimeout | ReplyLost, path: str,
-                       message_id: str) -> Response:
-        """504: the broker confirmed the batch, so it is queued and will be applied; only
-        its reply is missing, which a retry with the same key gets."""
-        why = (f"the worker did not answer within {self.settings.gateway.timeout_s:g} s"
-               if isinstance(error, UpsertTimeout) else
-               "its reply was lost with the gateway's broker connection")
-        return _problem(GatewayTimeout(
-            f"{why}; batch {message_id} was queued and will be applied: retry with "
-            f"Idempotency-Key: {message_id} to get its reply (never applied twice)"),
-            path, message_id=message_id)
-
-    def _not_queued(self, error: BaseException, path: str, message_id: str) -> Response:
-        """503: the broker did not confirm the batch (refused, not in time, connection
-        gone), so it may or may not be queued; a retry with the same key is safe either
-        way.  The broker's own words go to the log only, under the answer's activity id."""
-        activity_id = new_activity_id()
-        log.warning("publish not confirmed", path=path, message_id=message_id,
-                    activity_id=activity_id, error=f"{type(error).__name__}: {error}")
-        return _problem(errors.TransientFailure(
-            f"batch {message_id} was not confirmed by the broker, so it may not be "
-            f"queued: retry with Idempotency-Key: {message_id} (never applied twice)"),
-            path, message_id=message_id, activity_id=activity_id)
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:  # built on first use: start-up stays fast
@@ -353,7 +273,7 @@ async def serve(settings: Settings) -> None:
                 await super().startup(sockets)
                 if self.started:  # said once the port accepts requests
                     log.info("gateway ready", listen=settings.gateway.listen,
-                             mode=gateway.mode)
+                             mode=mode(settings.gateway))
 
         await Server(config).serve()
     finally:

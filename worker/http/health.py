@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from worker import metrics as m
 from worker.logs import get_logger
-from worker.settings import Settings
+from worker.settings import MetricsSettings
 
 log = get_logger("worker.http.health")
 
@@ -33,12 +33,15 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 
 
 class HealthServer:
-    """Serves the endpoints; ``port`` is the bound one (useful when configured as 0)."""
+    """Serves the endpoints on ``metrics``'s host and port; ``port`` is the bound one
+    (useful when configured as 0).  ``databases``: the configured ones' names, each pinged
+    with ``ping``."""
 
-    def __init__(self, settings: Settings, consuming: Callable[[], bool],
-                 ping: Callable[[str], Awaitable[bool]],
+    def __init__(self, metrics: MetricsSettings, databases: Collection[str],
+                 consuming: Callable[[], bool], ping: Callable[[str], Awaitable[bool]],
                  parked: Callable[[], Mapping[str, str]] = dict) -> None:
-        self.settings = settings
+        self.metrics = metrics
+        self.databases = list(databases)
         self.consuming = consuming
         self.ping = ping
         # Databases whose migration was refused, with the reason (worker/store/migrating.py).
@@ -50,9 +53,9 @@ class HealthServer:
         self._pinger: asyncio.Task[None] | None = None
 
     async def start(self, port: int | None = None) -> None:
-        host = self.settings.metrics.host
+        host = self.metrics.host
         self._server = await asyncio.start_server(
-            self._serve, host, self.settings.metrics.port if port is None else port)
+            self._serve, host, self.metrics.port if port is None else port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._pinger = asyncio.create_task(self._ping_periodically())
         log.info("serving metrics and health probes", host=host, port=self.port)
@@ -71,7 +74,7 @@ class HealthServer:
         """Why the worker is not ready; empty when it is."""
         reasons = [] if self.consuming() else ["not consuming"]
         now = time.monotonic()
-        for name in self.settings.databases:
+        for name in self.databases:
             answered, at = self.pings.get(name, (False, 0.0))
             if not answered or now - at > PING_STALE_S:
                 reasons.append(f"database {name} unreachable")
@@ -81,7 +84,7 @@ class HealthServer:
 
     async def _ping_periodically(self) -> None:
         while True:
-            await asyncio.gather(*(self._ping_one(n) for n in self.settings.databases))
+            await asyncio.gather(*(self._ping_one(n) for n in self.databases))
             await asyncio.sleep(PING_INTERVAL_S)
 
     async def _ping_one(self, name: str) -> None:

@@ -32,7 +32,9 @@ def classify_database_error(exc: BaseException) -> TransientFailure | None:
     """A TransientFailure for errors worth retrying, else None (a permanent error).
 
     Connection-level failures (refused, reset, timed out, the pool closed under us) are
-    transient whatever their type; server errors are decided by SQLSTATE.
+    transient whatever their type; server errors are decided by SQLSTATE.  A
+    TransientFailure is its own answer: a caller raising the answer ``from exc`` must
+    re-raise that one as it is instead, or it becomes its own ``__cause__``.
     """
     if isinstance(exc, TransientFailure):
         return exc

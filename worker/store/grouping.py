@@ -20,6 +20,10 @@ pool, and the next free turn takes all of them (up to ``group_max_batches``, at 
   connection) rolls the group back and commits its batches one by one, each with its own
   outcome: a failure of one batch never fails another.
 
+A group is written by a task of its own, whose log lines name the group's batches
+(``message_ids``, ``activity_ids``); a batch of it committed alone after all is written in
+the context its delivery bound, so its lines carry its own ids as if it had never waited.
+
 How a group is written is the writer's (worker/store/writer.py); this module only decides which
 batches go together, and when.
 
@@ -30,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass
+import contextvars
+from dataclasses import dataclass, field
 
 import asyncpg
+import structlog
 
-from worker.core.batch import Batch
+from worker.core.batch import Plan
 from worker.logs import get_logger
 from worker.store.writer import RecordedReply, commit_batch, commit_group
 
@@ -51,8 +57,10 @@ GROUP_MAX_ROWS = 1000
 
 @dataclass
 class _Waiting:
-    batch: Batch
+    plan: Plan
     done: asyncio.Future[RecordedReply]
+    # The context of the batch's own handling (the ids its delivery bound for logging).
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class GroupCommitter:
@@ -73,19 +81,19 @@ class GroupCommitter:
         """Whether a small batch (or a group of them) may start a transaction now."""
         return self._busy < self.connections and self._small_busy < self.group_connections
 
-    async def commit(self, batch: Batch) -> RecordedReply:
+    async def commit(self, plan: Plan) -> RecordedReply:
         """Like :func:`~worker.store.writer.commit_batch`, and with the same outcome."""
-        small = self.max_batches > 1 and len(batch.rows) <= SMALL_BATCH_ROWS
+        small = self.max_batches > 1 and len(plan.rows) <= SMALL_BATCH_ROWS
         if not small or (self._free() and not self._waiting):
             self._busy += 1
             self._small_busy += small
             try:
-                return await commit_batch(self.pool, batch)
+                return await commit_batch(self.pool, plan)
             finally:
                 self._busy -= 1
                 self._small_busy -= small
                 self._start_waiting()
-        waiting = _Waiting(batch, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(plan, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._start_waiting()
         # Cancelling this (shutdown past its grace) leaves the group to finish or skip it;
@@ -94,51 +102,40 @@ class GroupCommitter:
 
     def _start_waiting(self) -> None:
         while self._waiting and self._free():
-            group: list[_Waiting] = []
-            rows = 0
-            while self._waiting and len(group) < self.max_batches:
-                head = self._waiting[0]
-                if head.done.done():  # its request was cancelled meanwhile
-                    self._waiting.popleft()
-                    continue
-                if group and rows + len(head.batch.rows) > GROUP_MAX_ROWS:
-                    break
-                group.append(self._waiting.popleft())
-                rows += len(head.batch.rows)
+            group = self._next_group()
             if not group:
                 return
             self._busy += 1
             self._small_busy += 1
-            task = asyncio.create_task(self._commit_group(group))
+            # In an empty context: the group's lines name its batches (_commit_together),
+            # not the batch whose turn happened to start it.
+            task = asyncio.create_task(self._commit_group(group), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _next_group(self) -> list[_Waiting]:
+        """The waiting batches the next transaction takes, in arrival order."""
+        group: list[_Waiting] = []
+        rows = 0
+        while self._waiting and len(group) < self.max_batches:
+            head = self._waiting[0]
+            if head.done.done():  # its request was cancelled meanwhile
+                self._waiting.popleft()
+                continue
+            if group and rows + len(head.plan.rows) > GROUP_MAX_ROWS:
+                break
+            group.append(self._waiting.popleft())
+            rows += len(head.plan.rows)
+        return group
+
     async def _commit_group(self, group: list[_Waiting]) -> None:
         try:
-            if len(group) > 1:
-                try:
-                    replies = await commit_group(self.pool, [w.batch for w in group])
-                except Exception as e:
-                    log.debug("group commit fell back to one transaction per batch",
-                              batches=len(group), reason=repr(e))
-                    for w in group:
-                        w.batch.forget_database_answers()
-                else:
-                    for w, reply in zip(group, replies, strict=True):
-                        if not w.done.done():
-                            w.done.set_result(reply)
-                    return
+            if len(group) > 1 and await _committed_together(self.pool, group):
+                return
             for w in group:
-                if w.done.done():
-                    continue
-                try:
-                    reply = await commit_batch(self.pool, w.batch)
-                except Exception as e:
-                    if not w.done.done():
-                        w.done.set_exception(e)
-                else:
-                    if not w.done.done():
-                        w.done.set_result(reply)
+                if not w.done.done():
+                    # In the batch's own context: its lines carry its own ids.
+                    await asyncio.create_task(_commit_alone(self.pool, w), context=w.context)
         finally:
             for w in group:  # only if this task itself was cancelled half way
                 if not w.done.done():
@@ -146,3 +143,33 @@ class GroupCommitter:
             self._busy -= 1
             self._small_busy -= 1
             self._start_waiting()
+
+
+async def _committed_together(pool: asyncpg.Pool, group: list[_Waiting]) -> bool:
+    """Whether the group went in as one transaction (each batch then has its reply); if
+    not, nothing of it was committed."""
+    plans = [w.plan for w in group]
+    with structlog.contextvars.bound_contextvars(
+            database=plans[0].database, message_ids=[p.message_id for p in plans],
+            activity_ids=[p.activity_id for p in plans]):
+        try:
+            replies = await commit_group(pool, plans)
+        except Exception as e:
+            log.debug("group commit fell back to one transaction per batch",
+                      batches=len(group), reason=repr(e))
+            return False
+    for w, reply in zip(group, replies, strict=True):
+        if not w.done.done():
+            w.done.set_result(reply)
+    return True
+
+
+async def _commit_alone(pool: asyncpg.Pool, waiting: _Waiting) -> None:
+    try:
+        reply = await commit_batch(pool, waiting.plan)
+    except Exception as e:
+        if not waiting.done.done():
+            waiting.done.set_exception(e)
+    else:
+        if not waiting.done.done():
+            waiting.done.set_result(reply)

@@ -75,6 +75,8 @@ class Migrator:
             if failure is None:
                 raise
             self._failures[name] = failure
+            if failure is e:  # a TransientFailure already (migrate's): its cause stays
+                raise
             raise failure from e
         self._failures.pop(name, None)
         self.migrated.add(name)

@@ -17,6 +17,7 @@ import asyncpg
 from schemas import ddl
 from schemas.ddl import Column, ForeignKey, TableSpec, qualified, quote
 from schemas.registry import Registry, default_registry
+from worker.core.errors import OperatorError
 from worker.store import failures
 from worker.store.catalog import (
     VARCHAR_DECLARED,
@@ -30,7 +31,7 @@ from worker.store.catalog import (
 _MIGRATION_LOCK = 0x76626170_69757073
 
 
-class MigrationRefused(Exception):
+class MigrationRefused(OperatorError):
     """The declarations call for a change that could lose stored data."""
 
 
@@ -42,7 +43,10 @@ async def migrate(dsn: str, registry: Registry | None = None) -> list[str]:
     try:
         conn = await connect_creating(dsn)
     except Exception as e:
-        raise (failures.classify_database_error(e) or e) from e
+        transient = failures.classify_database_error(e)
+        if transient is None or transient is e:
+            raise
+        raise transient from e
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

@@ -40,7 +40,10 @@ class Databases:
                     if failure is None:
                         raise
                     # Its detail goes into replies: nothing of the DSN may show.
-                    raise mask_detail(failure, self._secrets) from e
+                    mask_detail(failure, self._secrets)
+                    if failure is e:  # never an exception's own cause
+                        raise
+                    raise failure from e
                 self._pools[name] = pool
             return pool
 

@@ -1,5 +1,7 @@
-"""Writing the rows of validated batches, inside a transaction the writer holds, and
-answering every valid item from what the database says (worker/core/answering.py).
+"""Writing the rows of batches' plans, inside a transaction the writer holds, and answering
+every valid item from what the database says (worker/core/answering.py) in a fresh
+:class:`~worker.core.batch.Outcome` per plan: the attempt's, dropped with it if it rolls
+back.
 
 Missing parents are found with one query per parent table the rows point at, and those
 items answered 404.  The rows are upserted with one statement, in key order, so that
@@ -33,7 +35,8 @@ from worker.core.answering import (
     item_error,
     rounds_by_key,
 )
-from worker.core.batch import Batch, ItemStatus, values_at
+from worker.core.batch import ItemStatus, Outcome, Plan, values_at
+from worker.core.errors import InternalSignal
 from worker.store import failures
 from worker.store.statements import (
     EntityStatements,
@@ -42,51 +45,65 @@ from worker.store.statements import (
 )
 
 
-class IsolateItems(Exception):
+class IsolateItems(InternalSignal):
     """The bulk statement failed for some item: redo the transaction item-isolating."""
 
 
-async def write_rows(conn: asyncpg.Connection, batches: list[Batch], *, isolate: bool) -> None:
-    """Answer every valid item of the batches: 201, 200, 404, 409, or an isolated error."""
-    if len(batches) > 1 and not _share_one_statement(batches):
-        await _lock_rows_in_order(conn, batches)
-        for batch in batches:
-            await write_rows(conn, [batch], isolate=False)
-        return
-    statements = statements_for(batches[0].entity)
-    missing = await _missing_parents(conn, statements, batches)
-    written = [(batch, rounds_by_key(batch, answer_missing_parents(batch, missing)))
-               for batch in batches]
-    # Round r of every batch in one statement: the batches share no key, so their rounds
-    # commute, and a group costs one statement per round as a batch alone does.
-    for r in range(max(len(rounds) for _, rounds in written)):
-        step = [(batch, rounds[r]) for batch, rounds in written if r < len(rounds)]
-        if isolate:
-            # A statement of this batch failed a moment ago: each round under a savepoint,
-            # split until the refused items stand alone.
-            (batch, groups), = step
-            await _bisect(conn, batch, groups)
-            continue
+# A plan, this attempt's outcome of it, and its rows in rounds (answering.rounds_by_key).
+_Rounds = tuple[Plan, Outcome, list[list[KeyGroup]]]
+
+
+async def write_rows(conn: asyncpg.Connection, plans: list[Plan], *,
+                     isolate: bool) -> list[Outcome]:
+    """The outcome of writing each plan: every valid item answered 201, 200, 404, 409, or
+    with an isolated error."""
+    if len(plans) > 1 and not _share_one_statement(plans):
+        await _lock_rows_in_order(conn, plans)
+        return [(await write_rows(conn, [plan], isolate=False))[0] for plan in plans]
+    outcomes = [Outcome(plan) for plan in plans]
+    statements = statements_for(plans[0].entity)
+    missing = await _missing_parents(conn, statements, plans)
+    written = [(plan, outcome, rounds_by_key(plan, answer_missing_parents(plan, outcome,
+                                                                           missing)))
+               for plan, outcome in zip(plans, outcomes, strict=True)]
+    if isolate:
+        # A statement of this plan failed a moment ago: each round under a savepoint,
+        # split until the refused items stand alone.
+        (plan, outcome, rounds), = written
+        for groups in rounds:
+            await _bisect(conn, plan, outcome, groups)
+    else:
+        await _upsert_rounds(conn, statements, written)
+    return outcomes
+
+
+async def _upsert_rounds(conn: asyncpg.Connection, statements: EntityStatements,
+                         written: list[_Rounds]) -> None:
+    """Round r of every plan in one statement: the plans share no key, so their rounds
+    commute, and a group costs one statement per round as a batch alone does."""
+    for r in range(max(len(rounds) for _, _, rounds in written)):
+        step = [(plan, outcome, rounds[r]) for plan, outcome, rounds in written
+                if r < len(rounds)]
         try:
-            done = await _upsert(conn, statements, step)
+            done = await _upsert(conn, statements, [(plan, groups) for plan, _, groups in step])
         except Exception as e:
-            if len(batches) > 1 or not failures.is_item_error(e):
+            if len(written) > 1 or not failures.is_item_error(e):
                 raise
             raise IsolateItems from e
-        for batch, groups in step:
-            answer_round(batch, groups, done)
+        for _, outcome, groups in step:
+            answer_round(outcome, groups, done)
 
 
-def _share_one_statement(batches: list[Batch]) -> bool:
-    """Whether the batches can be upserted with one statement per round: one entity, and
+def _share_one_statement(plans: list[Plan]) -> bool:
+    """Whether the plans can be upserted with one statement per round: one entity, and
     no key in two of them."""
-    entity = batches[0].entity
-    if any(batch.entity is not entity for batch in batches):
+    entity = plans[0].entity
+    if any(plan.entity is not entity for plan in plans):
         return False
     seen: set[Key] = set()
     key_of = values_at(entity.key_positions)
-    for batch in batches:
-        keys = {key_of(row) for _, row in batch.rows}
+    for plan in plans:
+        keys = {key_of(row) for _, row in plan.rows}
         if not seen.isdisjoint(keys):
             return False
         seen |= keys
@@ -94,21 +111,21 @@ def _share_one_statement(batches: list[Batch]) -> bool:
 
 
 async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatements,
-                           batches: Sequence[Batch]) -> list[set[Key]]:
-    """Per parent of the entity, the parent keys the batches' rows point at that have no
+                           plans: Sequence[Plan]) -> list[set[Key]]:
+    """Per parent of the entity, the parent keys the plans' rows point at that have no
     parent record: one query per parent the rows point at."""
     found: list[set[Key]] = []
     # The checks are made from the entity's parents, in order (worker/store/statements.py).
     for check, parent_positions in zip(statements.parent_checks,
-                                       batches[0].entity.parent_positions, strict=True):
+                                       plans[0].entity.parent_positions, strict=True):
         if len(parent_positions) == 1:  # the usual parent: one field, no tuple per row
             (at,) = parent_positions
-            values = {row[at] for batch in batches for _, row in batch.rows}
+            values = {row[at] for plan in plans for _, row in plan.rows}
             values.discard(None)
             wanted: set[Key] = {(value,) for value in values}
         else:
             key_of = values_at(parent_positions)
-            wanted = {key_of(row) for batch in batches for _, row in batch.rows}
+            wanted = {key_of(row) for plan in plans for _, row in plan.rows}
             wanted = {k for k in wanted if None not in k}
         if not wanted:
             found.append(set())
@@ -119,19 +136,19 @@ async def _missing_parents(conn: asyncpg.Connection, statements: EntityStatement
 
 
 async def _upsert(conn: asyncpg.Connection, statements: EntityStatements,
-                  written: Sequence[tuple[Batch, Sequence[KeyGroup]]]) -> Written:
+                  written: Sequence[tuple[Plan, Sequence[KeyGroup]]]) -> Written:
     """One INSERT ... ON CONFLICT for all groups: which keys it updated and created.
 
     Each row goes as its values in field order (worker/store/statements.py).  A batch alone
     passes its producer, timestamp and message_id as arguments; in a group every row ends
     with its own batch's, rows in key order like a single batch."""
     if len(written) == 1:
-        (batch, groups), = written
+        (plan, groups), = written
         return await _run_upsert(conn, statements.upsert, [g.row for g in groups],
-                                 batch.user_id, batch.source_ts, batch.message_id)
+                                 plan.user_id, plan.source_ts, plan.message_id)
     rows: list[tuple[Key, tuple[object, ...]]] = []
-    for batch, groups in written:
-        origin = (batch.user_id, batch.source_ts, batch.message_id)
+    for plan, groups in written:
+        origin = (plan.user_id, plan.source_ts, plan.message_id)
         rows += [(g.key, (*g.row, *origin)) for g in groups]
     rows.sort(key=lambda keyed: keyed[0])
     return await _run_upsert(conn, statements.upsert_rows, [row for _, row in rows])
@@ -150,8 +167,8 @@ async def _run_upsert(conn: asyncpg.Connection, statement: str,
     return Written.from_arrays(tuple(record))
 
 
-async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGroup], *,
-                  known_bad: bool = False) -> bool:
+async def _bisect(conn: asyncpg.Connection, plan: Plan, outcome: Outcome,
+                  groups: Sequence[KeyGroup], *, known_bad: bool = False) -> bool:
     """Upsert under a savepoint; on an item error, split in halves until it is isolated.
 
     Returns whether ``groups`` went in with one statement.  ``known_bad`` says a statement
@@ -162,27 +179,27 @@ async def _bisect(conn: asyncpg.Connection, batch: Batch, groups: Sequence[KeyGr
     some statement, or answered alone.)
     """
     if not (known_bad and len(groups) > 1):
-        statements = statements_for(batch.entity)
+        statements = statements_for(plan.entity)
         try:
             async with conn.transaction():
-                done = await _upsert(conn, statements, [(batch, groups)])
+                done = await _upsert(conn, statements, [(plan, groups)])
         except Exception as e:
             if not failures.is_item_error(e):
                 raise
             if len(groups) == 1:
-                status, body = await _item_answer(conn, batch, e)
-                batch.answer(groups[0].index, status, body)
+                status, body = await _item_answer(conn, plan, e)
+                outcome.answer(groups[0].index, status, body)
                 return False
         else:
-            answer_round(batch, groups, done)
+            answer_round(outcome, groups, done)
             return True
     middle = len(groups) // 2
-    left_whole = await _bisect(conn, batch, groups[:middle])
-    await _bisect(conn, batch, groups[middle:], known_bad=left_whole)
+    left_whole = await _bisect(conn, plan, outcome, groups[:middle])
+    await _bisect(conn, plan, outcome, groups[middle:], known_bad=left_whole)
     return False
 
 
-async def _item_answer(conn: asyncpg.Connection, batch: Batch,
+async def _item_answer(conn: asyncpg.Connection, plan: Plan,
                        exc: BaseException) -> tuple[ItemStatus, str]:
     """The answer for one item the database refused, naming its fields where it can."""
     names = []
@@ -198,22 +215,22 @@ async def _item_answer(conn: asyncpg.Connection, batch: Batch,
             "ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
             "WHERE c.conname = $1 AND c.conrelid = to_regclass($2) ORDER BY a.attnum",
             constraint, f"{getattr(exc, 'schema_name', '')}.{getattr(exc, 'table_name', '')}")]
-    by_column = {f.column: f.name for f in batch.entity.fields}
+    by_column = {f.column: f.name for f in plan.entity.fields}
     return item_error(exc, [by_column.get(n, n) for n in names])
 
 
-async def _lock_rows_in_order(conn: asyncpg.Connection, batches: list[Batch]) -> None:
+async def _lock_rows_in_order(conn: asyncpg.Connection, plans: list[Plan]) -> None:
     """Take the row locks of every stored key the group writes, table by table, keys in
     the order a single batch takes them.  Written in arrival order instead, two groups (or
     a group and a batch) in two workers lock shared keys in opposite orders and deadlock,
     each time costing the server's deadlock_timeout and a redo of the whole group."""
-    keys: dict[str, tuple[Batch, set[Key]]] = {}
-    for batch in batches:
-        wanted = keys.setdefault(batch.entity.table, (batch, set()))[1]
-        key_of = values_at(batch.entity.key_positions)
-        wanted.update(key_of(row) for _, row in batch.rows)
+    keys: dict[str, tuple[Plan, set[Key]]] = {}
+    for plan in plans:
+        wanted = keys.setdefault(plan.entity.table, (plan, set()))[1]
+        key_of = values_at(plan.entity.key_positions)
+        wanted.update(key_of(row) for _, row in plan.rows)
     for table in sorted(keys):
-        batch, wanted = keys[table]
+        plan, wanted = keys[table]
         if wanted:
             columns = [list(c) for c in zip(*sorted(wanted), strict=True)]
-            await conn.execute(lock_rows_statement(batch.entity), *columns)
+            await conn.execute(lock_rows_statement(plan.entity), *columns)

@@ -82,10 +82,9 @@ def _upsert(entity: Entity, *, per_row: bool) -> str:
     and message_id of the batch are arguments ($2, $3, $4), or with ``per_row`` three more
     values of each row (a group of batches written in one statement, worker/store/rows.py)."""
     columns = [quote(f.column) for f in entity.fields]
-    # Each value as its column's wire type, named by its position; ->> gives SQL NULL for
-    # a JSON null.  An array of objects stays jsonb, its JSON null made SQL NULL.
-    values = [(f"NULLIF(e->{i}, 'null')" if f.kind.spec.wire_type == "jsonb"
-               else f"(e->>{i})::{f.kind.spec.wire_type}") + f' AS "{i}"'
+    # Each value as its kind reads it (KindSpec.from_json: by default its text as the
+    # wire type; ->> gives SQL NULL for a JSON null), named by its position.
+    values = [f'{f.kind.spec.read_from_json("e", i)} AS "{i}"'
               for i, f in enumerate(entity.fields)]
     if per_row:
         count = len(entity.fields)

@@ -1,9 +1,12 @@
-"""The write path: validated batches into their database, exactly once per message_id.
+"""The write path: batches' plans into their database, exactly once per message_id.
 
 One transaction writes one batch, or a group of small batches (worker/store/grouping.py decides
 which), in a fixed number of round trips whatever their size: the rows (worker/store/rows.py),
-then each batch's 207 reply, rendered and recorded under its message_id in the same
-transaction, so that a redelivery is answered from the record and writes nothing.
+which answer each attempt in an outcome of its own, then each batch's 207 reply, rendered
+from its plan and that outcome and recorded under its message_id in the same transaction,
+so that a redelivery is answered from the record and writes nothing.  An attempt rolled
+back leaves nothing behind: its outcome goes with it, and the next attempt starts afresh
+from the plan.
 
 A batch alone whose upsert hit an item error is written again item-isolating.  A deadlock
 or serialization failure (another writer, a trigger) is retried in place a few times, with
@@ -19,9 +22,11 @@ import random
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
 
 from worker import metrics as m
-from worker.core.batch import Batch
+from worker.core.batch import Outcome, Plan
+from worker.core.errors import InternalSignal
 from worker.core.replies import MULTI_STATUS, batch_reply
 from worker.logs import get_logger
 from worker.store import failures
@@ -50,25 +55,35 @@ class RecordedReply:
     body: bytes
     # True when the batch had been processed before and this is the recorded reply.
     replayed: bool
-    # The activity id in the body (a recorded reply keeps the one of its first answer);
-    # None for records made before it was kept in a column.
-    activity_id: str | None = None
+    # The activity id in the body (a recorded reply keeps the one of its first answer).
+    activity_id: str
+    # The answers the body was rendered from; None for a reply from the record.
+    outcome: Outcome | None = None
 
     @classmethod
     def of(cls, stored: asyncpg.Record) -> RecordedReply:
         """The reply as recorded, from a PROCESSED_LOOKUP row."""
-        return cls(stored["status"], bytes(stored["reply"]), True, stored["activity_id"])
+        body = bytes(stored["reply"])
+        return cls(stored["status"], body, True,
+                   stored["activity_id"] or _activity_in(body))
 
 
-class GroupRefused(Exception):
+def _activity_in(reply: bytes) -> str:
+    """The activity id of a reply recorded before the record kept it in a column of its
+    own (schema migration 2 added the column, without filling it).  Such records expire
+    ``worker.processed_retention_days`` after it; then this can go."""
+    return str(orjson.loads(reply)["debug"]["activityID"])
+
+
+class GroupRefused(InternalSignal):
     """The group cannot be committed together: commit its batches one by one."""
 
 
-class _AlreadyProcessed(Exception):
+class _AlreadyProcessed(InternalSignal):
     """Another delivery of the same message_id committed first."""
 
 
-async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
+async def commit_batch(pool: asyncpg.Pool, plan: Plan, *,
                        conflict_attempts: int = CONFLICT_ATTEMPTS) -> RecordedReply:
     """Write the batch and record its reply, exactly once per message_id.
 
@@ -81,7 +96,7 @@ async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
             attempt = 1
             while True:
                 try:
-                    return await _commit_once(conn, batch)
+                    return await _commit_once(conn, plan)
                 except Exception as e:
                     if not failures.is_conflict(e) or attempt >= conflict_attempts:
                         raise
@@ -89,9 +104,8 @@ async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
                     m.DATABASE_CONFLICTS.labels(sqlstate=sqlstate).inc()
                     log.info("database conflict; retrying in place", sqlstate=sqlstate,
                              attempt=attempt)
-                    # Rolled back: try again once the other transaction has had a moment
-                    # to finish.
-                    batch.forget_database_answers()
+                    # Rolled back, its outcome with it: try again once the other
+                    # transaction has had a moment to finish.
                     await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2 ** attempt))
                     attempt += 1
     except Exception as e:
@@ -100,69 +114,74 @@ async def commit_batch(pool: asyncpg.Pool, batch: Batch, *,
             if failures.is_on_standby(e):
                 # New connections go where target_session_attrs says: the new primary.
                 await pool.expire_connections()
-            raise transient from e
+            if transient is not e:  # never an exception's own cause
+                raise transient from e
         raise
 
 
-async def commit_group(pool: asyncpg.Pool, batches: list[Batch]) -> list[RecordedReply]:
+async def commit_group(pool: asyncpg.Pool, plans: list[Plan]) -> list[RecordedReply]:
     """Write the batches in one transaction, in order, each with its reply recorded.
 
     Raises on anything unusual (:class:`GroupRefused` when it is known up front); nothing
-    of the group is then committed, and the answers it gave must be forgotten.
+    of the group is then committed.
     """
-    ids = [(batch.producer, batch.message_id) for batch in batches
-           if batch.message_id is not None]
+    ids = [(plan.producer, plan.message_id) for plan in plans
+           if plan.message_id is not None]
     if len(set(ids)) != len(ids):
         raise GroupRefused("the same message_id of one producer twice in one group")
     async with pool.acquire() as conn:
         # Only a redelivery can have been answered before; for first deliveries the
         # records' insert finds a repeated message_id all the same.
-        if (ids and not all(batch.first_delivery for batch in batches)
+        if (ids and not all(plan.first_delivery for plan in plans)
                 and await conn.fetchval(PROCESSED_ANY, *map(list, zip(*ids, strict=True)))):
             raise GroupRefused("a batch of the group was processed before")
-        return await _transaction(conn, batches, isolate=False)
+        return await _transaction(conn, plans, isolate=False)
 
 
-async def _commit_once(conn: asyncpg.Connection, batch: Batch) -> RecordedReply:
+async def _commit_once(conn: asyncpg.Connection, plan: Plan) -> RecordedReply:
     """One try: answer from the record, else write in one transaction (twice if an item
     error has to be isolated)."""
-    if batch.message_id is not None and not batch.first_delivery:
+    if plan.message_id is not None and not plan.first_delivery:
         # The primary key alone: a redelivery costs one index lookup.  A first delivery
         # skips it: should its id be recorded after all (a producer sent it twice), the
         # record's insert conflicts and the answer comes from the record then.
-        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, plan.producer, plan.message_id)
         if stored is not None:
             return RecordedReply.of(stored)
     try:
         try:
-            (reply,) = await _transaction(conn, [batch], isolate=False)
-        except IsolateItems:
-            batch.forget_database_answers()
-            (reply,) = await _transaction(conn, [batch], isolate=True)
+            (reply,) = await _transaction(conn, [plan], isolate=False)
+        except IsolateItems as e:
+            log.info("the database refused an item; writing the batch again item by item",
+                     sqlstate=getattr(e.__cause__, "sqlstate", None))
+            (reply,) = await _transaction(conn, [plan], isolate=True)
         return reply
     except _AlreadyProcessed:
-        stored = await conn.fetchrow(PROCESSED_LOOKUP, batch.producer, batch.message_id)
+        stored = await conn.fetchrow(PROCESSED_LOOKUP, plan.producer, plan.message_id)
         return RecordedReply.of(stored)
 
 
-async def _transaction(conn: asyncpg.Connection, batches: list[Batch], *,
+async def _transaction(conn: asyncpg.Connection, plans: list[Plan], *,
                        isolate: bool) -> list[RecordedReply]:
+    """One attempt: the plans' rows written and their replies recorded, each rendered from
+    the attempt's own outcome."""
     async with conn.transaction():
-        await write_rows(conn, batches, isolate=isolate)
-        bodies = [batch_reply(batch) for batch in batches]
-        await _record(conn, batches, bodies)
-    return [RecordedReply(MULTI_STATUS, body, False, batch.activity_id)
-            for batch, body in zip(batches, bodies, strict=True)]
+        outcomes = await write_rows(conn, plans, isolate=isolate)
+        bodies = [batch_reply(plan, outcome)
+                  for plan, outcome in zip(plans, outcomes, strict=True)]
+        await _record(conn, plans, bodies)
+    return [RecordedReply(MULTI_STATUS, body, False, plan.activity_id, outcome)
+            for plan, outcome, body in zip(plans, outcomes, bodies, strict=True)]
 
 
-async def _record(conn: asyncpg.Connection, batches: list[Batch], bodies: list[bytes]) -> None:
+async def _record(conn: asyncpg.Connection, plans: list[Plan], bodies: list[bytes]) -> None:
     """Record each batch's reply under its producer and message_id, with its path and
     activity id; raises _AlreadyProcessed if another delivery of one of them committed
     first."""
-    records = [(batch.producer, batch.message_id, batch.path, batch.activity_id,
+    records = [(plan.producer, plan.message_id, plan.path, plan.activity_id,
                 MULTI_STATUS, body)
-               for batch, body in zip(batches, bodies, strict=True)
-               if batch.message_id is not None]
+               for plan, body in zip(plans, bodies, strict=True)
+               if plan.message_id is not None]
     if len(records) == 1:
         if await conn.fetchval(PROCESSED_RECORD, *records[0]) is None:
             raise _AlreadyProcessed

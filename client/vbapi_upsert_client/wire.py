@@ -1,0 +1,23 @@
+"""The few names on the wire a producer writes and reads: the client's own copy of the
+worker's (worker/core/wire.py, worker/amqp/topology.py), so that it imports nothing of the
+worker.  tests/unit/test_client_package.py checks that both say the same."""
+
+from __future__ import annotations
+
+# The durable topic exchange batches are published to.
+REQUEST_EXCHANGE = "vbapi"
+# RabbitMQ's direct reply-to pseudo-queue.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+JSON_CONTENT_TYPE = "application/json"
+# The longest message_id (and any other AMQP short string) in UTF-8 bytes.
+MAX_MESSAGE_ID_BYTES = 255
+
+# A request's headers; a reply carries them back.
+PATH_HEADER = "path"
+DATABASE_HEADER = "vbasoftware-database"
+# A reply's own header: 207, or the whole-message problem's status.
+STATUS_HEADER = "status"
+
+# The routing key of a batch whose path names no entity.
+UNKNOWN_ROUTE = "unknown"
