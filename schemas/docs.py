@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from schemas.entity import Entity
 from schemas.registry import Registry
 
@@ -47,3 +49,10 @@ def render_endpoints(registry: Registry) -> str:
              "|---|---|---|---|---|---|"]
     lines += [_row(e) for e in sorted(registry.entities, key=lambda e: e.path)]
     return "\n".join(lines) + "\n"
+
+
+def render_client_routes(registry: Registry) -> str:
+    """client/vbapi_upsert_client/routes.json: each batch path template and its entity, which
+    the client library (which imports no declarations) names as the routing key."""
+    routes = {e.path: e.name for e in sorted(registry.entities, key=lambda e: e.path)}
+    return json.dumps(routes, indent=2, ensure_ascii=False) + "\n"

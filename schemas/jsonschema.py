@@ -73,7 +73,13 @@ REPLY_SCHEMA: dict[str, Any] = {
     "properties": {
         "data": {"type": ["array", "null"], "items": ITEM_RESULT_SCHEMA},
         "error": {"oneOf": [{"type": "null"}, PROBLEM_SCHEMA]},
-        "debug": {"type": "object", "properties": {"activityID": {"type": "string"}}},
+        "debug": {"type": "object", "properties": {
+            "activityID": {"type": "string"},
+            "dryRun": {"type": "boolean", "description": "true on the answer to a dry run "
+                       "(x-upsert-dry-run): nothing was written"},
+            "processedBefore": {"type": "boolean", "description": "on a dry run's answer: "
+                                "its producer's message_id is recorded, so a real send of "
+                                "it gets the recorded reply, not these answers"}}},
     },
     "required": ["data", "error", "debug"],
 }

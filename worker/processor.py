@@ -22,7 +22,7 @@ from worker import metrics as m
 from worker.core import errors
 from worker.core.budget import ByteBudget
 from worker.core.errors import UpsertError
-from worker.core.intake import prepare_batch
+from worker.core.intake import IntakeRules, prepare_batch
 from worker.core.replies import problem_reply, status_counts
 from worker.core.request import Request
 from worker.logs import get_logger
@@ -56,10 +56,12 @@ class Answer:
     replayed: bool = False
     # The activity id in the body: a recorded reply keeps the one of its first answer.
     activity_id: str | None = None
+    # A dry run's answer: nothing was written; never dead-lettered (nothing to replay).
+    dry_run: bool = False
 
     @property
     def dead_letter(self) -> bool:
-        return self.error is not None
+        return self.error is not None and not self.dry_run
 
 
 class Processor:
@@ -70,6 +72,7 @@ class Processor:
         self.settings = settings
         self.databases = databases or Databases(settings)
         self.registry = registry or default_registry()
+        self.intake_rules = IntakeRules.of(settings)
         self.budget = ByteBudget(settings.limits.max_bytes_in_progress)
         self._committers: dict[str, GroupCommitter] = {}
         # Masked in the failures it answers with: a driver's message may quote a DSN.
@@ -86,7 +89,7 @@ class Processor:
     async def _process(self, request: Request, received_at: dt.datetime,
                        activity_id: str) -> Answer:
         try:
-            plan = prepare_batch(request, self.settings, self.registry, received_at,
+            plan = prepare_batch(request, self.intake_rules, self.registry, received_at,
                                  activity_id)
         except errors.MessageRejected as e:
             return self.refusal(e, request, activity_id)
@@ -107,16 +110,19 @@ class Processor:
         return Answer(status=stored.status, body=stored.body, entity=plan.entity.name,
                       database=plan.database, path=plan.path,
                       status_counts=status_counts(answers), item_count=len(plan.known),
-                      replayed=stored.replayed, activity_id=stored.activity_id)
+                      replayed=stored.replayed, activity_id=stored.activity_id,
+                      dry_run=plan.dry_run)
 
     async def recorded(self, request: Request) -> Answer | None:
-        """The recorded outcome of a batch whose writes committed (by message_id), else None.
+        """The recorded outcome of a batch whose writes committed (by message_id), else None
+        (always None for a dry run: it is never answered from a record).
 
         One indexed lookup and no decoding of the body, so it is safe even for a delivery
         that keeps killing workers.  Raises TransientFailure when the database is down.
         """
         database, message_id = request.database, request.message_id
-        if not database or not message_id or database not in self.settings.databases:
+        if (not database or not message_id or database not in self.settings.databases
+                or request.dry_run):
             return None
         pool = await self.databases.pool(database)
         try:
@@ -174,9 +180,12 @@ class Processor:
         return committer
 
     def refusal(self, error: UpsertError, request: Request, activity_id: str) -> Answer:
-        """A whole-message error reply, built from the error; the request is dead-lettered."""
+        """A whole-message error reply, built from the error; the request is dead-lettered,
+        unless it is a dry run."""
         path = request.path
         route = self.registry.route(path) if path else None
-        return Answer(status=error.status, body=problem_reply(error, path, activity_id),
+        body = problem_reply(error, path, activity_id, dry_run=request.dry_run)
+        return Answer(status=error.status, body=body,
                       entity=route.entity.name if route else None, database=request.database,
-                      path=path, error=error, activity_id=activity_id)
+                      path=path, error=error, activity_id=activity_id,
+                      dry_run=request.dry_run)

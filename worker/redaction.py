@@ -38,6 +38,8 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
              for piece in _pieces(password) | _pieces(unquote(password))}
     if amqp.signing_key is not None:
         found.add(amqp.signing_key.get_secret_value())
+    if settings.console.session_key is not None:
+        found.add(settings.console.session_key.get_secret_value())
     forms = {form for secret in found for form in _quoted_forms(secret)}
     return tuple(sorted(forms - {""}, key=len, reverse=True))
 

@@ -38,6 +38,7 @@ from vbapi_upsert_client.routes import default_routes
 from vbapi_upsert_client.wire import (
     DATABASE_HEADER,
     DIRECT_REPLY_TO,
+    DRY_RUN_HEADER,
     JSON_CONTENT_TYPE,
     PATH_HEADER,
     REQUEST_EXCHANGE,
@@ -157,7 +158,9 @@ class UpsertClient:
                    **options: Unpack[SendOptions]) -> asyncio.Future[Reply]:
         """Publish one batch and return, once the broker confirmed it, a future of its reply.
 
-        ``items`` is a list (encoded as JSON) or the body's bytes as they are.  The AMQP
+        ``items`` is a list (encoded as JSON) or the body's bytes as they are.  With
+        ``dry_run=True`` the worker answers what each item would get (201, 200, 400, 404,
+        409) and writes and records nothing (``Reply.dry_run``).  The AMQP
         properties among the ``options`` (content_type, content_encoding, expiration, ...)
         go on the message as they are.
         """
@@ -166,6 +169,7 @@ class UpsertClient:
         user_id = properties.pop("user_id", None)
         timestamp = properties.pop("timestamp", None)
         headers = properties.pop("headers", None)
+        dry_run = properties.pop("dry_run", False)
         routing_key = properties.pop("routing_key", None)
         body = items if isinstance(items, bytes) else orjson.dumps(items)
         message_id = properties.pop("message_id", None) or uuid.uuid4().hex
@@ -177,6 +181,8 @@ class UpsertClient:
             body = gzip.compress(body, compresslevel=5)
             properties["content_encoding"] = "gzip"
         all_headers = dict(headers or {})
+        if dry_run:  # validated and checked against the stored rows; nothing written
+            all_headers[DRY_RUN_HEADER] = True
         if path is not None:  # None: no path header at all (the worker answers 400)
             all_headers.setdefault(PATH_HEADER, path)
         target = database or self.database

@@ -38,6 +38,7 @@ class SendOptions(TypedDict, total=False):
     user_id: str | None
     timestamp: dt.datetime | None   # now if not given; orders writes of the same record
     headers: dict[str, Any] | None  # more headers
+    dry_run: bool                   # True: answered as it would be, nothing written
     routing_key: str | None         # the entity's name, from the path, if not given
     content_type: str
     content_encoding: str

@@ -49,6 +49,8 @@ class Reply:
     items: list[ItemResult] = field(default_factory=list)
     problem: Problem | None = None
     activity_id: str | None = None
+    # True for the answer to a dry run: nothing was written.
+    dry_run: bool = False
     # The reply message itself, for its AMQP properties.
     message: AbstractIncomingMessage | None = field(default=None, compare=False, repr=False)
 
@@ -71,9 +73,10 @@ class Reply:
             instance=error.get("instance"))
         items = [ItemResult(int(d["status"]), d["id"], d["body"])
                  for d in decoded.get("data") or []]
+        debug = decoded.get("debug") or {}
         return cls(status=int(status) if isinstance(status, int) else 0, body=message.body,
                    headers=headers, message_id=message_id, items=items, problem=problem,
-                   activity_id=(decoded.get("debug") or {}).get("activityID"),
+                   activity_id=debug.get("activityID"), dry_run=debug.get("dryRun") is True,
                    message=message)
 
     def raise_for_status(self) -> Reply:

@@ -16,6 +16,9 @@ MAX_MESSAGE_ID_BYTES = 255
 # A request's headers; a reply carries them back.
 PATH_HEADER = "path"
 DATABASE_HEADER = "vbasoftware-database"
+# A request's header asking for a dry run: answered with what each item would get, nothing
+# written, nothing recorded; the reply says ``debug.dryRun: true``.
+DRY_RUN_HEADER = "x-upsert-dry-run"
 # A reply's own header: 207, or the whole-message problem's status.
 STATUS_HEADER = "status"
 

@@ -8,6 +8,7 @@ from typing import Any
 from schemas.asyncapi.names import (
     DATABASE_HEADER,
     DEAD_LETTER_HEADERS,
+    DRY_RUN_HEADER,
     PATH_HEADER,
     REPLY,
     REPLY_EXCHANGE,
@@ -46,6 +47,17 @@ _REQUEST_HEADER_PROPERTIES: dict[str, Any] = {
         examples=["/benefits-batch", "/groups/G100/divisions/D1/plan-years-batch"]),
     DATABASE_HEADER: _string("The logical target database, one of the configured names.",
                              examples=["demo"]),
+    DRY_RUN_HEADER: {
+        "type": ["boolean", "string"], "examples": [True, "true"],
+        "description": (
+            "Optional; a dry run when present with any value but false, 0, \"false\", "
+            "\"0\", \"no\" or \"\". The batch is validated and checked against parents "
+            "and stored rows in a transaction that is rolled back, and answered with what "
+            "each item would get and debug.dryRun true: nothing is written, no message "
+            "record is kept or read for the answer (debug.processedBefore says a real send "
+            "of its message_id would get the recorded reply), it is never grouped with "
+            "other batches, never retried later (a transient failure is answered 503 at "
+            "once) and never dead-lettered. The one x-upsert-* header a producer sets.")},
 }
 
 _IDENTITY_HEADER_PROPERTIES: dict[str, Any] = {
@@ -127,7 +139,8 @@ def shared_schemas() -> dict[str, Any]:
     """Every component schema that is not an entity's item schema."""
     return {
         REQUEST_HEADERS: _headers(
-            "The headers of a batch request. Headers named x-upsert-* are the worker's own.",
+            "The headers of a batch request. Headers named x-upsert-* are the worker's own, "
+            f"but for {DRY_RUN_HEADER}.",
             _REQUEST_HEADER_PROPERTIES, [PATH_HEADER, DATABASE_HEADER]),
         REQUEST_PROPERTIES: _REQUEST_PROPERTIES_SCHEMA,
         REPLY_HEADERS: _headers("The headers of a reply.", _REPLY_HEADER_PROPERTIES,

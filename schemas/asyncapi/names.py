@@ -25,6 +25,7 @@ DEFAULT_RETRY_DELAYS = ("1", "5", "30", "120")
 
 PATH_HEADER = "path"
 DATABASE_HEADER = "vbasoftware-database"
+DRY_RUN_HEADER = "x-upsert-dry-run"
 
 # Names of the non-entity components.  Entity names share the same maps, so a clash is
 # refused rather than silently overwriting one with the other.

@@ -30,7 +30,7 @@ from tests.support.services import SERVICES, amqp_url, close_connections
 from tests.support.waiting import wait_until
 from worker.amqp.topology import REQUEST_QUEUE, retry_queue_name
 from worker.core import errors
-from worker.core.intake import prepare_batch
+from worker.core.intake import IntakeRules, prepare_batch
 from worker.core.request import Request
 from worker.settings import Settings
 
@@ -136,7 +136,8 @@ def refused_cheaply(req: Request, settings: Settings) -> tuple[str, float, int]:
     started = time.perf_counter()
     try:
         with pytest.raises(errors.TooLarge) as raised:
-            prepare_batch(req, settings, default_registry(), dt.datetime.now(dt.UTC))
+            prepare_batch(req, IntakeRules.of(settings), default_registry(),
+                          dt.datetime.now(dt.UTC))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -178,8 +179,8 @@ def test_one_item_with_too_many_fields_is_refused_before_validation() -> None:
 
 def test_a_full_batch_within_the_limits_is_accepted() -> None:
     items = [samples.benefit(f"B{i}", benefit_Description="a, {b}, c") for i in range(10_000)]
-    batch = prepare_batch(request(orjson.dumps(items)), limited(), default_registry(),
-                          dt.datetime.now(dt.UTC))
+    batch = prepare_batch(request(orjson.dumps(items)), IntakeRules.of(limited()),
+                          default_registry(), dt.datetime.now(dt.UTC))
     assert len(batch.rows) == 10_000
 
 

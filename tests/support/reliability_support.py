@@ -18,7 +18,7 @@ from schemas.registry import default_registry
 from tests.support.services import amqp_url, free_port
 from worker.amqp.topology import DEAD_QUEUE
 from worker.core.batch import Plan
-from worker.core.intake import prepare_batch
+from worker.core.intake import IntakeRules, prepare_batch
 from worker.core.request import Request
 from worker.settings import Settings
 
@@ -31,7 +31,8 @@ def prepare(path: str, items: Any, *, message_id: str | None = None,
     request = Request(body=orjson.dumps(items),
                       headers={"path": path, "vbasoftware-database": "demo"},
                       message_id=message_id, timestamp=timestamp)
-    return prepare_batch(request, settings, default_registry(), dt.datetime.now(dt.UTC))
+    return prepare_batch(request, IntakeRules.of(settings), default_registry(),
+                         dt.datetime.now(dt.UTC))
 
 
 def _recording(method: Any) -> Any:

@@ -176,6 +176,8 @@ def test_retries_and_dead_letters_match_the_worker(doc: dict[str, Any]) -> None:
 
     schemas = doc["components"]["schemas"]
     assert set(schemas["RequestHeaders"]["required"]) == {PATH_HEADER, DATABASE_HEADER}
+    assert wire.DRY_RUN_HEADER in schemas["RequestHeaders"]["properties"]
+    assert schemas["Reply"]["properties"]["debug"]["properties"]["dryRun"]["type"] == "boolean"
     retry_headers = schemas["RetryHeaders"]["properties"]
     assert {wire.ATTEMPTS_HEADER, wire.RECEIVED_AT_HEADER, wire.USER_HEADER,
             wire.SIGNATURE_HEADER} <= set(retry_headers)

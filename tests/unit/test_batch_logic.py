@@ -14,7 +14,7 @@ from schemas.registry import default_registry
 from tests.support import samples
 from worker.core import errors
 from worker.core.batch import Plan
-from worker.core.intake import prepare_batch
+from worker.core.intake import IntakeRules, prepare_batch
 from worker.core.request import Request
 from worker.settings import Settings
 
@@ -40,7 +40,7 @@ def prepare(path: str | None, items: Any = None, *, body: bytes | None = None,
     # json, not orjson: the tests send integers beyond 64 bits
     request = Request(body=json.dumps(items).encode() if body is None else body, headers=headers,
                       **props)
-    return prepare_batch(request, config or settings(), REGISTRY, NOW)
+    return prepare_batch(request, IntakeRules.of(config or settings()), REGISTRY, NOW)
 
 
 def answers(batch: Plan) -> list[tuple[int, str] | None]:

@@ -19,13 +19,12 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 import vbapi_upsert_client
+from schemas.docs import render_client_routes
 from schemas.registry import default_registry
 from tests.support.paths import ROOT
 from vbapi_upsert_client import errors as client_errors
@@ -41,15 +40,6 @@ WORKER_ONLY = {"worker", "schemas", "bench", "asyncpg", "pydantic", "pydantic_se
                "starlette", "uvicorn", "structlog", "msgspec", "prometheus_client"}
 
 
-def client_routes() -> dict[str, str]:
-    """The batch path templates and their entity names, from the worker's declarations."""
-    return {e.path: e.name for e in sorted(default_registry().entities, key=lambda e: e.path)}
-
-
-def write_client_routes(path: Path = ROUTES_FILE) -> None:
-    path.write_bytes(orjson.dumps(client_routes(), option=orjson.OPT_INDENT_2) + b"\n")
-
-
 # --- the same names on the wire -------------------------------------------------------
 
 def test_the_client_wire_names_are_the_workers() -> None:
@@ -58,6 +48,7 @@ def test_the_client_wire_names_are_the_workers() -> None:
     assert client_wire.MAX_MESSAGE_ID_BYTES == wire.MAX_MESSAGE_ID_BYTES
     assert client_wire.PATH_HEADER == wire.PATH_HEADER
     assert client_wire.DATABASE_HEADER == wire.DATABASE_HEADER
+    assert client_wire.DRY_RUN_HEADER == wire.DRY_RUN_HEADER
     assert client_wire.STATUS_HEADER == wire.STATUS_HEADER
     # Every other name the client has is one of the worker's too, with the same value.
     shared = {name: value for name, value in vars(client_wire).items()
@@ -66,9 +57,9 @@ def test_the_client_wire_names_are_the_workers() -> None:
 
 
 def test_the_client_routes_are_the_declarations() -> None:
-    assert orjson.loads(ROUTES_FILE.read_bytes()) == client_routes(), (
+    assert ROUTES_FILE.read_text() == render_client_routes(default_registry()), (
         "client/vbapi_upsert_client/routes.json is out of date: write it again with "
-        ".venv/bin/python -m tests.unit.test_client_package")
+        "upsert-worker docs client-routes --output client/vbapi_upsert_client/routes.json")
 
 
 def test_the_client_routes_a_path_as_the_worker_does() -> None:
@@ -195,7 +186,3 @@ async def test_an_unreadable_reply_fails_its_call_with_its_cause(body: bytes) ->
     cause = raised.value.__cause__
     assert cause is not None and cause is not raised.value
     assert not isinstance(cause, client_errors.ClientError)
-
-
-if __name__ == "__main__":
-    write_client_routes()

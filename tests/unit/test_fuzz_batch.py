@@ -23,7 +23,7 @@ from tests.support import samples
 from worker.amqp import identity
 from worker.core import errors, wire
 from worker.core.batch import Outcome
-from worker.core.intake import prepare_batch
+from worker.core.intake import IntakeRules, prepare_batch
 from worker.core.replies import batch_reply, problem_reply
 from worker.core.request import Request
 from worker.core.wire import header_text, int_header, time_header
@@ -183,7 +183,7 @@ def test_any_body_gets_exactly_one_answer_per_item(request: Request) -> None:
 
 def answer_once(request: Request) -> None:
     try:
-        batch = prepare_batch(request, SETTINGS, REGISTRY, NOW, "A")
+        batch = prepare_batch(request, IntakeRules.of(SETTINGS), REGISTRY, NOW, "A")
     except errors.MessageRejected as e:
         assert e.status in REFUSAL_STATUSES
         reply = orjson.loads(problem_reply(e, request.path, "A"))

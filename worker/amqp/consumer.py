@@ -135,17 +135,18 @@ class Consumer:
 
     async def finish(self, delivery: Delivery, answer: Answer) -> None:
         await self.publish_reply(delivery, answer)
-        if answer.error is not None:
+        if answer.dead_letter and answer.error is not None:  # never a dry run's
             await self.publish_dead_letter(delivery, answer.error)
         await delivery.message.ack()
         _record(answer, self.databases)
         _log_summary(delivery, answer)
 
     async def retry_or_give_up(self, delivery: Delivery, error: errors.UpsertError) -> None:
-        """Send the batch to its next retry queue, or answer and dead-letter it."""
+        """Send the batch to its next retry queue, or answer and dead-letter it.  A dry run
+        is answered at once, never retried later nor dead-lettered: whoever asked waits."""
         delays = self.retry.delays_s
         attempts = delivery.attempts
-        if attempts < len(delays):
+        if attempts < len(delays) and not delivery.request.dry_run:
             headers = self._republished_headers(delivery)
             headers[ATTEMPTS_HEADER] = attempts + 1
             await self.default_exchange.publish(
@@ -231,7 +232,7 @@ def _log_summary(delivery: Delivery, answer: Answer) -> None:
     log.info(
         "batch answered", status=answer.status, entity=answer.entity,
         items=answer.item_count, statuses={str(k): v for k, v in answer.status_counts.items()},
-        replayed=answer.replayed, dead_lettered=answer.dead_letter,
+        replayed=answer.replayed, dead_lettered=answer.dead_letter, dry_run=answer.dry_run,
         attempts=delivery.attempts + 1,
         duration_ms=round((time.perf_counter() - delivery.started) * 1000, 1))
 
@@ -240,9 +241,11 @@ def _record(answer: Answer, databases: Container[str]) -> None:
     # The entity is the registry's (or none); the database only a configured one.
     entity = answer.entity or "unknown"
     database = m.database_label(answer.database, databases)
-    result = "dead_lettered" if answer.dead_letter else (
+    result = "dead_lettered" if answer.dead_letter else "dry_run" if answer.dry_run else (
         "replayed" if answer.replayed else "answered")
     m.BATCHES.labels(entity=entity, database=database, outcome=result).inc()
+    if answer.dry_run:  # its items were written by nobody
+        return
     if answer.replayed:
         m.REDELIVERIES_ANSWERED.inc()
     for status, count in answer.status_counts.items():

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aio_pika
 from aio_pika.abc import (
@@ -46,6 +47,9 @@ from worker.core.wire import (
 )
 from worker.settings import AmqpSettings, LimitsSettings, RetrySettings
 
+if TYPE_CHECKING:
+    from worker.amqp.preview import Preview
+
 # What the worker added when it dead-lettered the batch, and what the broker added on the
 # way: a replayed batch starts afresh without them.  The signed headers stay: the
 # producer's name, and the time the worker first received the batch, by which the
@@ -58,6 +62,8 @@ DROPPED_HEADERS = frozenset({
 # long (another command may hold some of them).
 IDLE_STOP_S = 2.0
 PROGRESS_EVERY = 500
+# How long ``preview`` waits for the dry runs' replies by default, after its last publish.
+PREVIEW_TIMEOUT_S = 30.0
 
 Progress = Callable[[str], None]
 
@@ -175,6 +181,22 @@ class DeadLetterQueue:
             outcome.done.append(letter)
         except Exception as e:
             outcome.failed[letter.id] = f"{type(e).__name__}: {e}"
+
+    async def preview(self, selection: Selection,
+                      timeout_s: float = PREVIEW_TIMEOUT_S) -> list[Preview]:
+        """What each chosen dead letter would be answered now: a dry-run copy of each is
+        published (``x-upsert-dry-run``, replies to an exclusive queue of this call's) and
+        its reply awaited, ``timeout_s`` at most after the last publish.  In queue order;
+        an id of the selection that is not in the queue is left out.  Nothing is removed
+        from the queue, written or recorded (worker/amqp/preview.py)."""
+        from worker.amqp.preview import preview_letters
+
+        async with self.holding() as held:
+            chosen, _ = held.select(selection)
+            if not chosen:
+                return []
+            return await preview_letters(held.connection, chosen, self.retry.delays_s,
+                                         timeout_s, self.amqp.publish_timeout_s)
 
     async def purge(self, selection: Selection) -> CommandResult:
         """Delete the chosen dead letters; the others stay, in order."""

@@ -56,15 +56,17 @@ class Status:
 
 
 async def broker_status(amqp: AmqpSettings, retry: RetrySettings,
-                        limits: LimitsSettings) -> Status:
+                        limits: LimitsSettings, *, count_dead: bool = True) -> Status:
     """Per queue (those of the ``retry`` delays among them): ready, unacknowledged (if
-    known) and consumers; dead letters by status (their bodies read within ``limits``)."""
+    known) and consumers; dead letters by status (their bodies read within ``limits``),
+    unless ``count_dead`` is False (the console's overview: reading them holds the queue)."""
     queues = await _queue_states(amqp, worker_queue_names(retry.delays_s))
     unacked, source = await asyncio.to_thread(management_unacknowledged, amqp)
     for state in queues:
         if state.exists and unacked is not None:
             state.unacknowledged = unacked.get(state.name)
-    dead = [q for q in queues if q.name.endswith(".dead") and q.exists and q.ready]
+    dead = [q for q in queues
+            if count_dead and q.name.endswith(".dead") and q.exists and q.ready]
     by_status = (group_by_status(await DeadLetterQueue(amqp, limits, retry).letters())
                  if dead else {})
     return Status(queues, source, by_status)

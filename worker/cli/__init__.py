@@ -3,7 +3,8 @@
 One module per command group, each with ``register(commands)`` that adds its parsers and
 the handler each dispatches to (``set_defaults(handler=...)``, worker/cli/common.py):
 
-    run.py  migrate.py  publish.py  status.py  dlq.py  schemas.py  gateway.py  docs.py
+    run.py  migrate.py  publish.py  status.py  dlq.py  messages.py  schemas.py  gateway.py
+    console.py  docs.py
 
 A command module imports only what its parser needs; its handler imports the rest when it
 runs, so that one command does not load every other's dependencies.  Adding a command: a
@@ -17,14 +18,14 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from worker.cli import dlq, docs, gateway, migrate, publish, run, schemas, status
+from worker.cli import console, dlq, docs, gateway, messages, migrate, publish, run, schemas, status
 from worker.cli.common import COMMON
 from worker.logs import configure_logging
 from worker.redaction import redact, secrets_of
 from worker.settings import load_settings
 
 # In the order `upsert-worker --help` lists them.
-COMMANDS = (run, migrate, publish, status, dlq, schemas, gateway, docs)
+COMMANDS = (run, migrate, publish, status, dlq, messages, schemas, gateway, console, docs)
 
 
 def build_parser() -> argparse.ArgumentParser:

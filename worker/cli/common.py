@@ -4,6 +4,7 @@ its handler, and messages masked of the configuration's secrets."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -33,6 +34,25 @@ def add_command(commands: Commands, name: str, handler: Handler | None = None, *
     return parser
 
 
+def add_group(commands: Commands, name: str, *, about: str) -> Commands:
+    """A command of subcommands (``dlq list``, ``dlq show`` ...): the parser to add them to;
+    the chosen one is ``args.<name>_command``."""
+    group = add_command(commands, name, about=about)
+    return group.add_subparsers(dest=f"{name}_command", required=True)
+
+
 def masked(settings: Settings, text: object) -> str:
     """``text`` with the configuration's secrets shown as ***."""
     return redact(str(text), secrets_of(settings))
+
+
+def serve_until_stopped(name: str, serve: Callable[[], object],
+                        refused: type[Exception]) -> int:
+    """Run an HTTP server until SIGTERM/SIGINT; exit 2 when it refuses to start (``refused``
+    says why: unauthenticated beyond loopback, say)."""
+    try:
+        serve()
+    except refused as e:
+        print(f"upsert-worker {name}: refusing to start: {e}", file=sys.stderr)
+        return 2
+    return 0

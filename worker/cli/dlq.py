@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from worker.cli.common import Commands, add_command
+from worker.cli.common import Commands, add_command, add_group
 from worker.cli.output import print_json, progress, table
 from worker.settings import Settings
 
@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    group = add_command(commands, "dlq",
-                        about="list, show, replay or purge dead-lettered batches")
-    subcommands = group.add_subparsers(dest="dlq_command", required=True)
+    subcommands = add_group(commands, "dlq",
+                            about="list, show, replay or purge dead-lettered batches")
     listing = add_command(subcommands, "list", cmd_dlq_list,
                           about="every dead letter, in queue order")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,8 +30,16 @@ def register(commands: Commands) -> None:
     replay = add_command(subcommands, "replay", cmd_dlq_replay,
                          about="republish to vbapi; remove once confirmed")
     _add_selection(replay, with_status=True)
-    replay.add_argument("--dry-run", action="store_true",
-                        help="list what would be replayed, change nothing")
+    how = replay.add_mutually_exclusive_group()
+    how.add_argument("--dry-run", action="store_true",
+                     help="list what would be replayed, change nothing")
+    how.add_argument("--preview", action="store_true",
+                     help="what each would be answered now (a dry run by the workers); "
+                          "nothing removed, written or recorded")
+    replay.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="with --preview: how long to wait for the answers (default 30)")
+    replay.add_argument("--json", action="store_true",
+                        help="with --preview: machine-readable output")
     purge = add_command(subcommands, "purge", cmd_dlq_purge, about="delete dead letters")
     _add_selection(purge, with_status=False)
     purge.add_argument("--yes", action="store_true", help="really delete them")
@@ -79,6 +86,11 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     from worker.amqp.deadletters import Selection
 
     selection = Selection(all_=args.all, ids=args.id or [], status=args.status)
+    if args.preview:
+        from worker.cli.previews import print_previews
+
+        previews = asyncio.run(_queue(settings).preview(selection, timeout_s=args.timeout))
+        return print_previews(previews, selection, args.json)
     outcome = asyncio.run(_queue(settings).replay(selection, dry_run=args.dry_run))
     if args.dry_run:
         if outcome.done:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from worker.cli.common import Commands, add_command
+from worker.cli.common import Commands, add_command, serve_until_stopped
 from worker.settings import Settings
 
 
@@ -20,10 +19,5 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from worker.http.exposure import GatewayRefused
     from worker.http.gateway import serve
 
-    try:
-        # uvloop: the gateway's event loop in C, as uvicorn runs it by default.
-        uvloop.run(serve(settings))
-    except GatewayRefused as e:
-        print(f"upsert-worker gateway: refusing to start: {e}", file=sys.stderr)
-        return 2
-    return 0
+    # uvloop: the gateway's event loop in C, as uvicorn runs it by default.
+    return serve_until_stopped("gateway", lambda: uvloop.run(serve(settings)), GatewayRefused)

@@ -7,13 +7,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker.cli.common import Commands, add_command
+from worker.cli.common import Commands, add_command, add_group
 from worker.settings import Settings
 
 
 def register(commands: Commands) -> None:
-    group = add_command(commands, "schemas", about="entity declarations")
-    subcommands = group.add_subparsers(dest="schemas_command", required=True)
+    subcommands = add_group(commands, "schemas", about="entity declarations")
     schemas_import = add_command(
         subcommands, "import", cmd_schemas_import,
         about="write the declarations of every batch operation of an OpenAPI 3 document")

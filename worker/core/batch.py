@@ -80,6 +80,9 @@ class Plan:
     known: Sequence[ItemAnswer | None]
     # (item index, validated row) of the valid items, in request order.
     rows: Sequence[tuple[int, Row]]
+    # A dry run: written in a transaction that is rolled back, never recorded, never
+    # grouped with other batches (worker/store/writer.py).
+    dry_run: bool = False
 
     @property
     def producer(self) -> str:

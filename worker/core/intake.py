@@ -8,6 +8,8 @@ answer or the validated row the writer must write.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,10 +21,23 @@ from worker.core.batch import Plan
 from worker.core.request import Request, check_content_type, decode_body
 from worker.core.validation import validate_items
 from worker.core.wire import DATABASE_HEADER, MAX_MESSAGE_ID_BYTES, PATH_HEADER, aware
-from worker.settings import Settings
+from worker.settings import DatabaseSettings, LimitsSettings, Settings
 
 
-def prepare_batch(request: Request, settings: Settings, registry: Registry,
+@dataclass(frozen=True)
+class IntakeRules:
+    """What intake reads of the configuration, and nothing more."""
+
+    databases: Mapping[str, DatabaseSettings]
+    limits: LimitsSettings
+    max_clock_skew_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> IntakeRules:
+        return cls(settings.databases, settings.limits, settings.worker.max_clock_skew_s)
+
+
+def prepare_batch(request: Request, rules: IntakeRules, registry: Registry,
                   received_at: dt.datetime, activity_id: str = "") -> Plan:
     """Check the whole message, then validate every item.
 
@@ -42,7 +57,7 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
         raise errors.MalformedMessage(
             f"message_id: {len(message_id.encode())} bytes is over the limit of "
             f"{MAX_MESSAGE_ID_BYTES}")
-    db_settings = settings.databases.get(database)
+    db_settings = rules.databases.get(database)
     if db_settings is None:
         raise errors.NotFound(f"database '{database}' is not configured")
     if db_settings.producers is not None:
@@ -56,16 +71,16 @@ def prepare_batch(request: Request, settings: Settings, registry: Registry,
     if route is None:
         raise errors.NotFound(f"no endpoint matches path '{path}'")
     check_content_type(request.content_type)
-    body = decode_body(request.body, request.content_encoding, settings.limits)
+    body = decode_body(request.body, request.content_encoding, rules.limits)
     params = parse_path_params(route)
     source_ts = aware(request.timestamp or received_at)
-    check_clock_skew(source_ts, received_at, settings.worker.max_clock_skew_s)
+    check_clock_skew(source_ts, received_at, rules.max_clock_skew_s)
     items = validate_items(route.entity, model_for(route.entity), body, params,
-                           settings.limits.max_items)
+                           rules.limits.max_items)
     return Plan(entity=route.entity, database=database, path=path, user_id=request.user_id,
                 message_id=request.message_id, source_ts=source_ts, activity_id=activity_id,
                 first_delivery=request.first_delivery, ids=items.ids, known=items.known,
-                rows=items.rows)
+                rows=items.rows, dry_run=request.dry_run)
 
 
 def check_clock_skew(source_ts: dt.datetime, received_at: dt.datetime,

@@ -25,8 +25,10 @@ def new_activity_id() -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def batch_reply(plan: Plan, outcome: Outcome) -> bytes:
-    """The 207 body: one entry per request item, same order, same count."""
+def batch_reply(plan: Plan, outcome: Outcome, *, processed_before: bool = False) -> bytes:
+    """The 207 body: one entry per request item, same order, same count.  A dry run's
+    says so in ``debug.dryRun``, and in ``debug.processedBefore`` when its producer's
+    message_id is recorded (a real send of it would get that recorded reply instead)."""
     data: list[dict[str, Any]] = []
     for ids, answer in zip(plan.ids, outcome.answers, strict=True):
         if answer is None:  # every item is answered; this would be a bug in the writer
@@ -35,15 +37,26 @@ def batch_reply(plan: Plan, outcome: Outcome) -> bytes:
         else:
             data.append({"id": ids, "status": answer.status, "body": answer.body})
     return orjson.dumps({"data": data, "error": None,
-                         "debug": {"activityID": plan.activity_id}})
+                         "debug": _debug(plan.activity_id, plan.dry_run, processed_before)})
 
 
-def problem_reply(error: UpsertError, path: str | None, activity_id: str) -> bytes:
+def problem_reply(error: UpsertError, path: str | None, activity_id: str, *,
+                  dry_run: bool = False) -> bytes:
     """A whole-message refusal: ``data`` null and an RFC 7807 ``error``, as the error's
     class (worker/core/errors.py) says."""
     problem = {"type": error.problem_type, "title": error.title, "status": error.status,
                "detail": error.detail, "instance": path}
-    return orjson.dumps({"data": None, "error": problem, "debug": {"activityID": activity_id}})
+    return orjson.dumps({"data": None, "error": problem,
+                         "debug": _debug(activity_id, dry_run, False)})
+
+
+def _debug(activity_id: str, dry_run: bool, processed_before: bool) -> dict[str, Any]:
+    debug: dict[str, Any] = {"activityID": activity_id}
+    if dry_run:
+        debug["dryRun"] = True
+    if processed_before:
+        debug["processedBefore"] = True
+    return debug
 
 
 def status_counts(answers: Iterable[ItemAnswer | None]) -> dict[int, int]:

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.core import errors
-from worker.core.wire import DATABASE_HEADER, JSON_CONTENT_TYPE, PATH_HEADER, header_text
+from worker.core.wire import (
+    DATABASE_HEADER,
+    DRY_RUN_HEADER,
+    JSON_CONTENT_TYPE,
+    PATH_HEADER,
+    flag_header,
+    header_text,
+)
 from worker.settings import LimitsSettings
 
 
@@ -40,6 +47,12 @@ class Request:
     @property
     def database(self) -> str | None:
         return header_text(self.headers, DATABASE_HEADER)
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether the producer asked for a dry run (``x-upsert-dry-run``): answered with
+        what each item would get, nothing written or recorded, never dead-lettered."""
+        return flag_header(self.headers, DRY_RUN_HEADER)
 
 
 def check_content_type(content_type: str | None) -> None:

@@ -20,6 +20,10 @@ MAX_MESSAGE_ID_BYTES = 255
 # A request's headers, set by its producer; a reply carries them back.
 PATH_HEADER = "path"
 DATABASE_HEADER = "vbasoftware-database"
+# A producer's request for a dry run: validated and checked against the stored rows in a
+# transaction that is rolled back; nothing written, nothing recorded, never dead-lettered.
+# The one x-upsert-* header a producer sets.
+DRY_RUN_HEADER = "x-upsert-dry-run"
 # A reply's own headers.
 STATUS_HEADER = "status"
 ACTIVITY_HEADER = "activity-id"
@@ -55,6 +59,19 @@ def header_text(headers: Mapping[str, Any], name: str) -> str | None:
         return None
     value = str(value)
     return value or None
+
+
+def flag_header(headers: Mapping[str, Any], name: str) -> bool:
+    """A yes/no header: absent, false, 0, "false", "0", "no" or "" is no; any other value
+    is yes (a producer who asked for a dry run in some other spelling never gets a write)."""
+    if name not in headers:
+        return False
+    value = headers[name]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no")
+    return value is not None and value is not False and value != 0
 
 
 def int_header(headers: Mapping[str, Any], name: str) -> int:

@@ -3,7 +3,8 @@
 A system that calls the original HTTP API switches by changing its base URL:
 
     PUT <batch path>            vbasoftware-database header, JSON array body (gzip allowed),
-                                x-api-key or Authorization: Bearer, Idempotency-Key
+                                x-api-key or Authorization: Bearer, Idempotency-Key;
+                                a dry run with x-upsert-dry-run: true or Prefer: dry-run
     GET /openapi.json           the paths of every declared entity (OpenAPI 3)
     GET /healthz, /readyz, /metrics
 
@@ -46,7 +47,7 @@ from schemas.registry import default_registry
 from vbapi_upsert_client import PropertyTooLong, ReplyLost, UpsertClient, UpsertTimeout
 from worker.amqp.topology import declare_topology
 from worker.core import errors
-from worker.core.wire import DATABASE_HEADER, JSON_CONTENT_TYPE
+from worker.core.wire import DATABASE_HEADER, DRY_RUN_HEADER, JSON_CONTENT_TYPE, flag_header
 from worker.http.exposure import GatewayRefused, check_exposure, mode
 from worker.http.gateway_openapi import openapi_document
 from worker.http.problems import (
@@ -80,6 +81,15 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def dry_run_asked(request: Request) -> tuple[bool, bool]:
+    """Whether the request asks for a dry run by ``Prefer: dry-run`` (RFC 7240; answered
+    with ``Preference-Applied``), and whether it asks for one at all (that, or the AMQP
+    header ``x-upsert-dry-run`` as an HTTP header, read as the worker reads it)."""
+    prefer = any(token.split(";", 1)[0].strip().lower() == "dry-run"
+                 for value in request.headers.getlist("prefer") for token in value.split(","))
+    return prefer, prefer or flag_header(request.headers, DRY_RUN_HEADER)
 
 
 class _ClientFailovers(Collector):
@@ -193,10 +203,11 @@ class Gateway:
         properties: dict[str, Any] = {name: request.headers[header]
                                       for header, name in _PROPERTY_HEADERS
                                       if header in request.headers}
+        prefer, dry_run = dry_run_asked(request)
         try:
             reply = await self.client.upsert(
                 path, body, database=request.headers.get(DATABASE_HEADER),
-                message_id=message_id, user_id=user_id, **properties)
+                message_id=message_id, user_id=user_id, dry_run=dry_run, **properties)
         except PropertyTooLong as e:
             return property_too_long(e.name, e.size, e.limit, path)
         except UpsertTimeout:
@@ -207,7 +218,8 @@ class Gateway:
                                  path, message_id)
         except (AMQPError, ConnectionError, ChannelInvalidStateError, TimeoutError) as e:
             return not_queued(e, path, message_id)
-        return Response(reply.body, status_code=reply.status or 500, media_type=JSON_CONTENT_TYPE)
+        return Response(reply.body, status_code=reply.status or 500, media_type=JSON_CONTENT_TYPE,
+                        headers={"Preference-Applied": "dry-run"} if prefer else None)
 
     async def openapi(self, request: Request) -> Response:
         if self._openapi is None:  # built on first use: start-up stays fast

@@ -25,7 +25,11 @@ def _operation(entity: Entity) -> dict[str, Any]:
                    "schema": {"type": "string"}},
                   {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string"},
-                   "description": "the batch's message id: a retry is never applied twice"}]
+                   "description": "the batch's message id: a retry is never applied twice"},
+                  {"name": "Prefer", "in": "header", "required": False,
+                   "schema": {"type": "string"},
+                   "description": "dry-run: answered with what each item would get, "
+                                  "nothing written (also x-upsert-dry-run: true)"}]
     parameters += [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                    for p in _PARAM.findall(entity.path)]
     return {

@@ -7,6 +7,7 @@ local broker and a local database.
 
     sections.py   one model per section ([amqp], [databases.<name>], [limits] ...)
     gateway.py    [gateway]
+    console.py    [console]
     listen.py     a host:port setting, checked when the configuration loads
     loading.py    Settings (every section) and load_settings
 
@@ -14,6 +15,7 @@ The worker's parts take the sections they use (``LimitsSettings``, ``AmqpSetting
 only the command line and the worker's start handle the whole :class:`Settings`.
 """
 
+from worker.settings.console import ConsoleSettings
 from worker.settings.gateway import GatewaySettings
 from worker.settings.listen import Listen, split_listen
 from worker.settings.loading import (
@@ -36,7 +38,7 @@ from worker.settings.sections import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "UNCONFIGURED_DATABASE", "AmqpSettings", "ConfigurationError",
+    "CONFIG_ENV", "UNCONFIGURED_DATABASE", "AmqpSettings", "ConfigurationError", "ConsoleSettings",
     "DatabaseSettings", "GatewaySettings", "LimitsSettings", "Listen", "LogSettings",
     "MetricsSettings", "RetrySettings", "Section", "Settings", "WorkerSettings", "describe",
     "load_settings", "split_listen",

@@ -10,6 +10,17 @@ from worker.settings.listen import Listen, split_listen
 from worker.settings.sections import Section
 
 
+def hashed_keys(value: dict[str, str] | None, what: str = "api key"
+                ) -> dict[str, str] | None:
+    """``value`` if every key is given as its digest ("sha256:" and 64 hex digits); the
+    gateway's api_keys and the console's operators."""
+    for name, digest in (value or {}).items():
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"{what} of {name!r} must be 'sha256:' and 64 lower-case "
+                             f"hex digits (the digest of the key, never the key itself)")
+    return value
+
+
 class GatewaySettings(Section):
     # host:port the HTTP gateway (`upsert-worker gateway`) listens on; an IPv6 host in
     # brackets ("[::1]:8080").
@@ -27,11 +38,7 @@ class GatewaySettings(Section):
     @field_validator("api_keys")
     @classmethod
     def _hashed(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for name, digest in (value or {}).items():
-            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-                raise ValueError(f"api key of {name!r} must be 'sha256:' and 64 lower-case "
-                                 f"hex digits (the digest of the key, never the key itself)")
-        return value
+        return hashed_keys(value)
 
     @property
     def host_port(self) -> tuple[str, int]:

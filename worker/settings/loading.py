@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from worker.core.errors import OperatorError
 from worker.settings import sections
+from worker.settings.console import ConsoleSettings
 from worker.settings.gateway import GatewaySettings
 
 CONFIG_ENV = "UPSERT_CONFIG"
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     worker: sections.WorkerSettings = Field(default_factory=sections.WorkerSettings)
     log: sections.LogSettings = Field(default_factory=sections.LogSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @field_validator("databases")
     @classmethod

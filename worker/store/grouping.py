@@ -83,7 +83,9 @@ class GroupCommitter:
 
     async def commit(self, plan: Plan) -> RecordedReply:
         """Like :func:`~worker.store.writer.commit_batch`, and with the same outcome."""
-        small = self.max_batches > 1 and len(plan.rows) <= SMALL_BATCH_ROWS
+        # A dry run is always written alone: its transaction is rolled back.
+        small = (self.max_batches > 1 and not plan.dry_run
+                 and len(plan.rows) <= SMALL_BATCH_ROWS)
         if not small or (self._free() and not self._waiting):
             self._busy += 1
             self._small_busy += small

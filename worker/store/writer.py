@@ -13,6 +13,11 @@ or serialization failure (another writer, a trigger) is retried in place a few t
 a short jittered pause, before the batch goes the slow way through the delay queues.  A
 group never isolates nor retries: anything unusual raises, its transaction is rolled back,
 and its batches are committed one by one.
+
+A dry run (``plan.dry_run``) takes the same path up to the commit: its rows are written
+and answered in a transaction that is then rolled back, and nothing is recorded; it is
+never answered from a record (a recorded message_id only adds ``debug.processedBefore``)
+and never joins a group.
 """
 
 from __future__ import annotations
@@ -129,6 +134,8 @@ async def commit_group(pool: asyncpg.Pool, plans: list[Plan]) -> list[RecordedRe
            if plan.message_id is not None]
     if len(set(ids)) != len(ids):
         raise GroupRefused("the same message_id of one producer twice in one group")
+    if any(plan.dry_run for plan in plans):  # grouping.py never sends one; said here too
+        raise GroupRefused("a dry run is never committed with other batches")
     async with pool.acquire() as conn:
         # Only a redelivery can have been answered before; for first deliveries the
         # records' insert finds a repeated message_id all the same.
@@ -141,6 +148,8 @@ async def commit_group(pool: asyncpg.Pool, plans: list[Plan]) -> list[RecordedRe
 async def _commit_once(conn: asyncpg.Connection, plan: Plan) -> RecordedReply:
     """One try: answer from the record, else write in one transaction (twice if an item
     error has to be isolated)."""
+    if plan.dry_run:
+        return await _rehearse(conn, plan)
     if plan.message_id is not None and not plan.first_delivery:
         # The primary key alone: a redelivery costs one index lookup.  A first delivery
         # skips it: should its id be recorded after all (a producer sent it twice), the
@@ -159,6 +168,27 @@ async def _commit_once(conn: asyncpg.Connection, plan: Plan) -> RecordedReply:
     except _AlreadyProcessed:
         stored = await conn.fetchrow(PROCESSED_LOOKUP, plan.producer, plan.message_id)
         return RecordedReply.of(stored)
+
+
+async def _rehearse(conn: asyncpg.Connection, plan: Plan) -> RecordedReply:
+    """A dry run: the rows written and answered as for real (twice if an item error has to
+    be isolated), then rolled back; no record is looked up for the answers, none made."""
+    for isolate in (False, True):
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            (outcome,) = await write_rows(conn, [plan], isolate=isolate)
+            before = plan.message_id is not None and await conn.fetchrow(
+                PROCESSED_LOOKUP, plan.producer, plan.message_id) is not None
+        except IsolateItems:
+            if isolate:  # isolating never raises it; should it, it is a bug
+                raise
+            continue
+        finally:
+            await transaction.rollback()
+        body = batch_reply(plan, outcome, processed_before=before)
+        return RecordedReply(MULTI_STATUS, body, False, plan.activity_id, outcome)
+    raise AssertionError("unreachable")
 
 
 async def _transaction(conn: asyncpg.Connection, plans: list[Plan], *,
