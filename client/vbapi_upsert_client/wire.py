@@ -1,6 +1,7 @@
-"""The few names on the wire a producer writes and reads: the client's own copy of the
-worker's (worker/core/wire.py, worker/amqp/topology.py), so that it imports nothing of the
-worker.  tests/unit/test_client_package.py checks that both say the same."""
+"""The few names on the wire a producer writes and reads.  The worker takes these from here
+(worker/core/wire.py), and its exchange name (worker/amqp/topology.py) is checked against
+REQUEST_EXCHANGE by tests/unit/test_client_package.py; the client imports nothing of the
+worker."""
 
 from __future__ import annotations
 

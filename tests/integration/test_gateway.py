@@ -17,7 +17,6 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import uvicorn
 from openapi_spec_validator import validate
 from pydantic import SecretStr
 
@@ -26,7 +25,13 @@ from tests.support import samples
 from tests.support.configs import write_settings
 from tests.support.reliability_support import queue_depth
 from tests.support.running import running
-from tests.support.services import amqp_url, close_connections, free_port, rabbitmqctl
+from tests.support.services import (
+    amqp_url,
+    close_connections,
+    free_port,
+    rabbitmqctl,
+    serving_app,
+)
 from tests.support.waiting import wait_until
 from worker.amqp.topology import REQUEST_QUEUE
 from worker.http.gateway import Gateway, GatewayRefused, build_app, check_exposure
@@ -51,21 +56,11 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway on a port of its own in this event loop, and an HTTP client for it."""
     gateway = Gateway(settings)
     await gateway.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gateway), host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
-                                     timeout=60) as http:
+        async with serving_app(build_app(gateway)) as url, \
+                httpx.AsyncClient(base_url=url, timeout=60) as http:
             yield http
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
         await gateway.stop()
 
 

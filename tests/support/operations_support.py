@@ -95,8 +95,14 @@ def dead_headers(n: int, status: int = 404, database: str = "late") -> dict[str,
             "x-upsert-received-at": "2024-05-01T11:59:59+00:00", "x-delivery-count": 2}
 
 
-async def put_dead_letters(url: str, count: int, status_of_n: Any = lambda n: 404) -> None:
-    """Publish dead letters straight into vbapi.dead, as the worker would have."""
+async def put_dead_letters(url: str, count: int, status_of_n: Any = lambda n: 404, *,
+                           database: str = "late", letter: Any = None, **headers: Any) -> None:
+    """Publish dead letters straight into vbapi.dead, as the worker would have: one benefit
+    each for ``database``, or the body and properties ``letter(n)`` gives (a dict of
+    aio_pika.Message arguments); ``headers`` added to (or replacing) each one's."""
+    def standard(n: int) -> dict[str, Any]:
+        return {"body": orjson.dumps([benefit(f"B{n}")]), "reply_to": f"reply-{n}"}
+
     conn = await aio_pika.connect(url)
     async with conn:
         # Unconfirmed publishes for speed; the count is awaited below.
@@ -104,8 +110,9 @@ async def put_dead_letters(url: str, count: int, status_of_n: Any = lambda n: 40
         await fast.declare_queue(DEAD_QUEUE, durable=True, arguments=CLASSIC)
         for n in range(count):
             await fast.default_exchange.publish(aio_pika.Message(
-                body=orjson.dumps([benefit(f"B{n}")]), content_type="application/json",
-                headers=dead_headers(n, status_of_n(n)), message_id=f"msg-{n:05d}",
-                correlation_id=f"cor-{n:05d}", reply_to=f"reply-{n}", timestamp=STAMP,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=DEAD_QUEUE)
+                content_type="application/json",
+                headers={**dead_headers(n, status_of_n(n), database), **headers},
+                message_id=f"msg-{n:05d}", correlation_id=f"cor-{n:05d}", timestamp=STAMP,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **(letter or standard)(n)),
+                routing_key=DEAD_QUEUE)
     await wait_dead_count(url, count)

@@ -16,6 +16,7 @@ at them (:meth:`Services.use`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -25,6 +26,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -178,3 +180,24 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Any) -> AsyncIterator[str]:
+    """An ASGI app served by uvicorn on a port of its own in this event loop: its base URL,
+    until the block ends."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -4,6 +4,7 @@ operator's name (``upsert_console_actions_total{operator,action}``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +21,23 @@ PREVIEW_TIMEOUT_S = 10.0
 
 def refused(console: Console, request: Request) -> Response:
     return console.render(request, "refused.html", status_code=403)
+
+
+Action = Callable[[Console, Request, str, dict[str, str]], Awaitable[Response]]
+
+
+def operator_action(action: Action) -> Callable[[Console, Request], Awaitable[Response]]:
+    """An action only a logged-in operator may take, with the session's CSRF token: the
+    handler gets the operator's name and the form's fields; anyone else is refused."""
+    async def handler(console: Console, request: Request) -> Response:
+        operator, fields = console.operator(request), await form(request)
+        if operator is None or fields is None:
+            return refused(console, request)
+        return await action(console, request, operator, fields)
+
+    handler.__name__ = action.__name__
+    handler.__doc__ = action.__doc__
+    return handler
 
 
 async def login_page(console: Console, request: Request) -> Response:
@@ -51,10 +69,9 @@ def _selection_values(fields: dict[str, str]) -> dict[str, Any]:
     return {"id": fields.get("id", ""), "filters": Filters.of(fields)}
 
 
-async def preview(console: Console, request: Request) -> Response:
-    operator, fields = console.operator(request), await form(request)
-    if operator is None or fields is None:
-        return refused(console, request)
+@operator_action
+async def preview(console: Console, request: Request, operator: str,
+                  fields: dict[str, str]) -> Response:
     async with console.lock:
         letters = chosen(await console.queue.letters(), fields)
         console.record(operator, "preview", dead_letters=[d.id for d in letters])
@@ -63,10 +80,9 @@ async def preview(console: Console, request: Request) -> Response:
                           **_selection_values(fields))
 
 
-async def replay(console: Console, request: Request) -> Response:
-    operator, fields = console.operator(request), await form(request)
-    if operator is None or fields is None:
-        return refused(console, request)
+@operator_action
+async def replay(console: Console, request: Request, operator: str,
+                 fields: dict[str, str]) -> Response:
     async with console.lock:
         ids = [d.id for d in chosen(await console.queue.letters(), fields)]
         result = await console.queue.replay(Selection(ids=ids)) if ids else None
@@ -87,10 +103,9 @@ async def purge_page(console: Console, request: Request) -> Response:
                           **_selection_values(fields))
 
 
-async def purge(console: Console, request: Request) -> Response:
-    operator, fields = console.operator(request), await form(request)
-    if operator is None or fields is None:
-        return refused(console, request)
+@operator_action
+async def purge(console: Console, request: Request, operator: str,
+                fields: dict[str, str]) -> Response:
     async with console.lock:
         letters = chosen(await console.queue.letters(), fields)
         if str(len(letters)) != fields.get("expected"):

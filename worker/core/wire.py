@@ -11,21 +11,21 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-JSON_CONTENT_TYPE = "application/json"
+from vbapi_upsert_client import wire as client_wire
 
-# The longest message_id (the gateway's Idempotency-Key) a batch may carry, in UTF-8 bytes:
-# AMQP's short string, which is also what the processed-message record keeps.
-MAX_MESSAGE_ID_BYTES = 255
+# The names a producer writes and reads are the client library's, so that the two sides of
+# the wire cannot name one thing two ways: the content type, the message_id limit (AMQP's
+# short string, which is also what the processed-message record keeps), a request's path
+# and database headers, the dry-run header (the one x-upsert-* header a producer sets),
+# and a reply's status header.
+JSON_CONTENT_TYPE = client_wire.JSON_CONTENT_TYPE
+MAX_MESSAGE_ID_BYTES = client_wire.MAX_MESSAGE_ID_BYTES
+PATH_HEADER = client_wire.PATH_HEADER
+DATABASE_HEADER = client_wire.DATABASE_HEADER
+DRY_RUN_HEADER = client_wire.DRY_RUN_HEADER
+STATUS_HEADER = client_wire.STATUS_HEADER
 
-# A request's headers, set by its producer; a reply carries them back.
-PATH_HEADER = "path"
-DATABASE_HEADER = "vbasoftware-database"
-# A producer's request for a dry run: validated and checked against the stored rows in a
-# transaction that is rolled back; nothing written, nothing recorded, never dead-lettered.
-# The one x-upsert-* header a producer sets.
-DRY_RUN_HEADER = "x-upsert-dry-run"
-# A reply's own headers.
-STATUS_HEADER = "status"
+# A reply's own header, beside the status.
 ACTIVITY_HEADER = "activity-id"
 
 # Set by the worker on a batch it sends to a retry queue (and kept on its dead letter).
