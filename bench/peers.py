@@ -2,11 +2,14 @@
 
 - ``echo``: the bare broker round trip.  Same client library, same queue, same prefetch; it
   only publishes a (confirmed) reply and acknowledges, touching no database.
+- ``echo-aiormq``: the same below aio-pika, with aiormq's channel directly: what a
+  consumer's fixed cost per message is without aio-pika's per-message objects.
 - ``naive``: the consumer most people would write: aio-pika, ``json.loads``, one pydantic
   model per item, ``executemany`` of a single-row upsert in a transaction, a reply per
   message, ack when done.
 
     python -m bench.peers echo  --url URL --prefetch N
+    python -m bench.peers echo-aiormq --url URL --prefetch N
     python -m bench.peers naive --url URL --dsn DSN --prefetch N --pool N
 """
 
@@ -127,14 +130,50 @@ async def serve(args: argparse.Namespace) -> None:
         await pool.close()
 
 
+async def serve_aiormq(args: argparse.Namespace) -> None:
+    """The bare round trip on aiormq's channel: consume, publish a confirmed reply, ack."""
+    import aiormq
+    from pamqp.commands import Basic
+
+    # The topology as the worker declares it, with aio-pika, once.
+    declaring = await aio_pika.connect(args.url)
+    await declare_topology(await declaring.channel(), RetrySettings().delays_s)
+    await declaring.close()
+    connection = await aiormq.connect(args.url)
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.basic_qos(prefetch_count=args.prefetch)
+    body = b'{"data": [], "error": null}'
+
+    async def echo(message: aiormq.abc.DeliveredMessage) -> None:
+        request = message.header.properties
+        await channel.basic_publish(body, routing_key=request.reply_to or "",
+                                    properties=Basic.Properties(
+                                        content_type="application/json",
+                                        correlation_id=request.correlation_id
+                                        or request.message_id,
+                                        delivery_mode=2, headers={"status": 207}))
+        assert isinstance(message.delivery, Basic.Deliver) and message.delivery.delivery_tag
+        await channel.basic_ack(message.delivery.delivery_tag)
+
+    await channel.basic_consume("vbapi.requests", echo)
+    print("consuming", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peers")
-    parser.add_argument("kind", choices=["echo", "naive"])
+    parser.add_argument("kind", choices=["echo", "echo-aiormq", "naive"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--dsn")
     parser.add_argument("--prefetch", type=int, default=16)
     parser.add_argument("--pool", type=int, default=8)
-    asyncio.run(serve(parser.parse_args()))
+    args = parser.parse_args()
+    asyncio.run(serve_aiormq(args) if args.kind == "echo-aiormq" else serve(args))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Plan:
-    sizes: tuple[int, ...] = (1, 100, 1000, 10_000)
+    # 10: the small batches HTTP callers and most upstream systems send (issue 21).
+    sizes: tuple[int, ...] = (1, 10, 100, 1000, 10_000)
     # The batch size of the throughput targets: the worker against the raw ceiling and
     # against the naive peer.
     ratio_size: int = 1000

@@ -48,6 +48,7 @@ NAIVE = "naive peer"
 CEILING = "raw ceiling (COPY + INSERT..SELECT)"
 COMMIT = "commit ceiling (1-row tx)"
 BROKER = "bare broker round trip"
+BROKER_AIORMQ = "bare round trip, aiormq"
 
 # The settings and batch sizes of python -m bench --sweep, and how long each loop runs.
 SWEEP_PREFETCH = (8, 16, 32, 64)
@@ -158,13 +159,16 @@ class Bench:
     # -- the broker alone ----------------------------------------------------------------
 
     async def broker_round_trip(self) -> None:
-        with own_vhost() as vhost:
-            url = amqp_url(vhost)
-            async with self._started("echo", python_module(
-                    "bench.peers", "echo", "--url", url, "--prefetch", str(self.prefetch)),
-                    b"consuming") as process, Producer(url) as producer:
-                row = await self._consumer_row(BROKER, 1, self._contender(producer, process))
-                self._add(row)
+        # The floor of a consumer's fixed cost per message: through aio-pika (as the worker
+        # consumes) and through aiormq's channel directly, below it (issue 21).
+        for name, kind in ((BROKER, "echo"), (BROKER_AIORMQ, "echo-aiormq")):
+            with own_vhost() as vhost:
+                url = amqp_url(vhost)
+                async with self._started(kind, python_module(
+                        "bench.peers", kind, "--url", url, "--prefetch", str(self.prefetch)),
+                        b"consuming") as process, Producer(url) as producer:
+                    row = await self._consumer_row(name, 1, self._contender(producer, process))
+                    self._add(row)
 
     # -- the naive peer --------------------------------------------------------------------
 
@@ -365,7 +369,7 @@ class Bench:
 
     def _add(self, row: Row) -> None:
         results = self.results
-        if row.name not in (CEILING, COMMIT, BROKER, WIDEST_ROW):  # only like with like
+        if row.name not in (CEILING, COMMIT, BROKER, BROKER_AIORMQ, WIDEST_ROW):  # like with like
             base = results.find(CEILING, row.size)
             naive = results.find(NAIVE, row.size)
             row.vs_ceiling = row.items_per_s / base.items_per_s if base else None
@@ -410,9 +414,11 @@ class Bench:
         self._gateway_notes()
         one, echo = r.find(WORKER, 1), r.find(BROKER, 1)
         if one and echo:
+            # Issue 21 raised this from 0.8.
             r.targets.append(Target("1-item batches: worker / bare broker round trip",
-                                    one.items_per_s / echo.items_per_s, 0.8, True))
+                                    one.items_per_s / echo.items_per_s, 0.9, True))
             self._one_item_note(one, echo)
+        self._small_batch_targets(10)
         middle = r.find(WORKER, mid)
         if middle and middle.p99_ms is not None:
             r.targets.append(Target(f"{mid:,}-item batches: p99 ms at half the maximum rate",
@@ -422,6 +428,38 @@ class Bench:
         if peaks:
             r.targets.append(Target(f"{huge:,}-item batches: worker peak MB (defaults)",
                                     max(peaks), 250, False))
+
+    def _small_batch_targets(self, size: int) -> None:
+        """Issue 21: the fixed cost of a batch, at the sizes HTTP callers send, against the
+        floor (a bare consumer's cost per message, through aio-pika and through aiormq)."""
+        r = self.results
+        worker, naive, ceiling_row = r.find(WORKER, size), r.find(NAIVE, size), \
+            r.find(CEILING, size)
+        echo, below = r.find(BROKER, 1), r.find(BROKER_AIORMQ, 1)
+        if worker is None or naive is None or ceiling_row is None:
+            return
+        r.targets.append(Target(f"{size:,}-item batches: worker / naive peer",
+                                worker.items_per_s / naive.items_per_s, 2.0, True))
+        r.targets.append(Target(f"{size:,}-item batches: worker / raw per-batch ceiling",
+                                worker.items_per_s / ceiling_row.items_per_s, 1.0, True))
+        w, n = worker.cpu, naive.cpu
+        if w is None or n is None or n.consumer <= 0:
+            return
+        r.targets.append(Target(f"{size:,}-item batches: worker CPU per batch / naive peer's",
+                                w.consumer / n.consumer, 0.4, False))
+        if echo is None or echo.cpu is None or echo.cpu.consumer <= 0:
+            return
+        per_batch = w.consumer * size
+        r.targets.append(Target(f"{size:,}-item batches: worker CPU per batch / bare "
+                                f"consumer's per message", per_batch / echo.cpu.consumer,
+                                1.5, False))
+        floor = (f"; through aiormq directly {below.cpu.consumer:.0f} us"
+                 if below is not None and below.cpu is not None else "")
+        r.notes.append(
+            f"The fixed cost of a batch (issue 21): at {size:,} items the worker spends "
+            f"{per_batch:.0f} us of CPU per batch, the naive peer {n.consumer * size:.0f} "
+            f"us; a bare consumer (consume, confirmed reply, ack) spends "
+            f"{echo.cpu.consumer:.0f} us per message through aio-pika{floor}.")
 
     def _cpu_targets(self, worker: Row, ceiling_row: Row, naive: Row) -> None:
         """CPU per item, by process: what decides cost as workers scale out.  The database
