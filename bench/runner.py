@@ -497,15 +497,15 @@ class Bench:
                 f"{w.postgres:.1f}, {w.rabbitmq:.1f}).")
 
     def _one_item_note(self, worker: Row, echo: Row) -> None:
-        """What 0.8x the bare broker round trip leaves the worker, from the CPU split: the
+        """What 0.9x the bare broker round trip leaves the worker, from the CPU split: the
         rate is the cores busy over all CPU spent per batch."""
         w, e = worker.cpu, echo.cpu
         if w is None or e is None or echo.items_per_s <= 0:
             return
-        allowed = w.cores_busy / (0.8 * echo.items_per_s) * 1e6
+        allowed = w.cores_busy / (0.9 * echo.items_per_s) * 1e6
         others = w.postgres + w.rabbitmq + w.load
         self.results.notes.append(
-            f"1-item batches: 0.8x the bare broker round trip means {allowed:,.0f} us of CPU "
+            f"1-item batches: 0.9x the bare broker round trip means {allowed:,.0f} us of CPU "
             f"per batch in all at the worker's {w.cores_busy:.2f} cores busy; PostgreSQL, "
             f"RabbitMQ and the load generator spend {others:,.0f} of it, which leaves the "
             f"worker {allowed - others:,.0f} us (it spends {w.consumer:,.0f}; the bare "

@@ -14,6 +14,7 @@ from bench.plan import QUICK
 from bench.report import BEGIN, END
 from bench.runner import (
     BROKER,
+    BROKER_AIORMQ,
     CEILING,
     COMMIT,
     GATEWAY,
@@ -40,7 +41,7 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
 
     results = json.loads(raw.read_text())
     rows = {(r["name"], r["size"]): r for r in results["rows"]}
-    expected = {(COMMIT, 1), (BROKER, 1), (TWO_WORKERS, QUICK.scaling_size),
+    expected = {(COMMIT, 1), (BROKER, 1), (BROKER_AIORMQ, 1), (TWO_WORKERS, QUICK.scaling_size),
                 (WIDEST_ROW, QUICK.latency_size), (WORKER_UPDATES, QUICK.ratio_size),
                 *((GATEWAY, size) for size in QUICK.gateway_sizes)}
     for size in QUICK.sizes:
@@ -50,8 +51,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
         assert row["items_per_s"] > 0 and row["batches_per_s"] > 0, row
         assert row["items_per_s"] >= row["batches_per_s"], row
     for (name, _), row in rows.items():
-        if name in (WORKER, WORKER_BAD, WORKER_UPDATES, TWO_WORKERS, NAIVE, BROKER, WIDEST_ROW,
-                    GATEWAY):
+        if name in (WORKER, WORKER_BAD, WORKER_UPDATES, TWO_WORKERS, NAIVE, BROKER,
+                    BROKER_AIORMQ, WIDEST_ROW, GATEWAY):
             # Measured on the separate consumer process: latency and its peak memory.
             assert 0 < row["p50_ms"] <= row["p99_ms"] < 60_000, row
             assert 10 < row["peak_mb"] < 4096, row
@@ -67,12 +68,14 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert any("The machine's speed between" in note for note in results["notes"])
     assert any("the fast reader) alone costs" in note and "validate_json" in note
                for note in results["notes"])
-    assert any("0.8x the bare broker round trip means" in note for note in results["notes"])
+    assert any("0.9x the bare broker round trip means" in note for note in results["notes"])
+    assert any("The fixed cost of a batch (issue 21)" in note for note in results["notes"])
     # Every target is judged, whatever the verdict on tiny sizes: those of the throughput
     # issue, start to ready and idle memory with 730 entities, the gateway against the
     # client, and CPU per item (worker, worker against the naive peer, PostgreSQL against
     # the raw ceiling; those with a zero reading on loops this short may be left out).
-    assert 5 + len(QUICK.sizes) + 3 <= len(results["targets"]) <= 5 + len(QUICK.sizes) + 6
+    # Issue 21's four at 10 items (the quick plan measures 10 too).
+    assert 9 + len(QUICK.sizes) + 3 <= len(results["targets"]) <= 9 + len(QUICK.sizes) + 6
     assert any("worker CPU us per item" in t["what"] for t in results["targets"])
     assert any("First migration of an empty database" in n for n in results["notes"])
 
