@@ -27,7 +27,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.amqp.topology import declare_topology
+from worker.amqp.topology import REQUEST_QUEUE, declare_topology
 from worker.settings import RetrySettings
 
 # The Benefit's optional text fields: any string or null, absent meaning null.
@@ -87,6 +87,20 @@ async def reply(exchange: AbstractExchange, request: AbstractIncomingMessage,
         routing_key=request.reply_to or "")
 
 
+# What both echo consumers reply.
+ECHO_BODY = b'{"data": [], "error": null}'
+
+
+async def _consuming_until_signalled() -> None:
+    """Say so to the benchmark (which waits for the line), then consume until SIGTERM."""
+    print("consuming", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(args: argparse.Namespace) -> None:
     connection = await aio_pika.connect(args.url)
     channel = await connection.channel(publisher_confirms=True)
@@ -98,7 +112,7 @@ async def serve(args: argparse.Namespace) -> None:
         pool = await asyncpg.create_pool(args.dsn, min_size=args.pool, max_size=args.pool)
 
     async def echo(message: AbstractIncomingMessage) -> None:
-        await reply(exchange, message, b'{"data": [], "error": null}')
+        await reply(exchange, message, ECHO_BODY)
         await message.ack()
 
     async def naive(message: AbstractIncomingMessage) -> None:
@@ -119,12 +133,7 @@ async def serve(args: argparse.Namespace) -> None:
             await reply(exchange, message, json.dumps({"data": results}).encode())
 
     await topology.requests.consume(echo if args.kind == "echo" else naive)
-    print("consuming", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _consuming_until_signalled()
     await connection.close()
     if pool is not None:
         await pool.close()
@@ -142,11 +151,9 @@ async def serve_aiormq(args: argparse.Namespace) -> None:
     connection = await aiormq.connect(args.url)
     channel = await connection.channel(publisher_confirms=True)
     await channel.basic_qos(prefetch_count=args.prefetch)
-    body = b'{"data": [], "error": null}'
-
     async def echo(message: aiormq.abc.DeliveredMessage) -> None:
         request = message.header.properties
-        await channel.basic_publish(body, routing_key=request.reply_to or "",
+        await channel.basic_publish(ECHO_BODY, routing_key=request.reply_to or "",
                                     properties=Basic.Properties(
                                         content_type="application/json",
                                         correlation_id=request.correlation_id
@@ -155,13 +162,8 @@ async def serve_aiormq(args: argparse.Namespace) -> None:
         assert isinstance(message.delivery, Basic.Deliver) and message.delivery.delivery_tag
         await channel.basic_ack(message.delivery.delivery_tag)
 
-    await channel.basic_consume("vbapi.requests", echo)
-    print("consuming", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await channel.basic_consume(REQUEST_QUEUE, echo)
+    await _consuming_until_signalled()
     await connection.close()
 
 
