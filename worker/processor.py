@@ -128,10 +128,7 @@ class Processor:
         try:
             row = await pool.fetchrow(PROCESSED_LOOKUP, request.user_id or "", message_id)
         except Exception as e:
-            transient = failures.classify_database_error(e)
-            if transient is None or transient is e:
-                raise
-            raise transient from e
+            failures.reraise(failures.classify_database_error(e), e)
         if row is None:
             return None
         stored = RecordedReply.of(row)

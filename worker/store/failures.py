@@ -8,6 +8,7 @@ statement: the writer isolates that item and answers it alone).
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn
 
 import asyncpg
 
@@ -90,3 +91,11 @@ def is_item_error(exc: BaseException) -> bool:
     # InterfaceError of misuse, which would fail every item alike.
     return isinstance(exc, asyncpg.PostgresError) or (
         isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError))
+
+
+def reraise(failure: BaseException | None, exc: BaseException) -> NoReturn:
+    """Raise ``failure`` (what ``exc`` was classified as) caused by ``exc``, or ``exc`` itself
+    where there is no failure or it is ``exc`` already: never an exception its own cause."""
+    if failure is None or failure is exc:
+        raise exc
+    raise failure from exc

@@ -75,9 +75,7 @@ class Migrator:
             if failure is None:
                 raise
             self._failures[name] = failure
-            if failure is e:  # a TransientFailure already (migrate's): its cause stays
-                raise
-            raise failure from e
+            failures.reraise(failure, e)  # migrate's TransientFailure keeps its cause
         self._failures.pop(name, None)
         self.migrated.add(name)
         log.info("database migrated", database=name, applied=applied)

@@ -43,10 +43,7 @@ async def migrate(dsn: str, registry: Registry | None = None) -> list[str]:
     try:
         conn = await connect_creating(dsn)
     except Exception as e:
-        transient = failures.classify_database_error(e)
-        if transient is None or transient is e:
-            raise
-        raise transient from e
+        failures.reraise(failures.classify_database_error(e), e)
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

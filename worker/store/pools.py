@@ -41,9 +41,7 @@ class Databases:
                         raise
                     # Its detail goes into replies: nothing of the DSN may show.
                     mask_detail(failure, self._secrets)
-                    if failure is e:  # never an exception's own cause
-                        raise
-                    raise failure from e
+                    failures.reraise(failure, e)
                 self._pools[name] = pool
             return pool
 

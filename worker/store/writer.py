@@ -115,13 +115,10 @@ async def commit_batch(pool: asyncpg.Pool, plan: Plan, *,
                     attempt += 1
     except Exception as e:
         transient = failures.classify_database_error(e)
-        if transient is not None:
-            if failures.is_on_standby(e):
-                # New connections go where target_session_attrs says: the new primary.
-                await pool.expire_connections()
-            if transient is not e:  # never an exception's own cause
-                raise transient from e
-        raise
+        if transient is not None and failures.is_on_standby(e):
+            # New connections go where target_session_attrs says: the new primary.
+            await pool.expire_connections()
+        failures.reraise(transient, e)
 
 
 async def commit_group(pool: asyncpg.Pool, plans: list[Plan]) -> list[RecordedReply]:
