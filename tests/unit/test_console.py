@@ -7,6 +7,7 @@ import pytest
 
 from worker.cli import main
 from worker.console.auth import ConsoleRefused, check_exposure, check_key
+from worker.console.letters import page_number
 from worker.console.sampling import counters, shown_url
 from worker.settings import ConfigurationError, ConsoleSettings, load_settings
 
@@ -64,3 +65,12 @@ def test_rates_come_from_the_items_and_batches_counters() -> None:
     assert counters(text) == {("upsert_items_total", "demo", "201"): 5.0,
                               ("upsert_batches_total", "demo", "answered"): 2.0}
     assert shown_url("http://user:pw@10.0.0.1:9464/") == "http://10.0.0.1:9464/"
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "-5", "abc", "1e9", "9" * 5000, "\x00"])
+def test_a_hostile_page_number_reads_as_the_first_page(value: str | None) -> None:
+    assert page_number(value) == 1
+
+
+def test_a_page_number_is_read_as_given() -> None:
+    assert page_number("7") == 7
