@@ -21,12 +21,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
 from bench.cpu import CpuMeter, cpu_seconds
-from bench.data import Keys, make_batches, seed_parents
+from bench.data import Keys, make_batches
 from bench.load import Loops, Producer
-from bench.services import Process, own_database, python_module, wait_for_log, worker_config
+from bench.services import (
+    Process,
+    own_database,
+    python_module,
+    seed_database,
+    wait_for_log,
+    worker_config,
+)
 from tests.support.faults.cluster import RabbitCluster, rabbit_cluster
 from worker.amqp.topology import REQUEST_QUEUE
 
@@ -106,11 +111,7 @@ async def main(seconds: float) -> None:
     keys = Keys()
     with rabbit_cluster(3) as cluster:
         async with own_database() as dsn:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await seed_parents(conn)
-            finally:
-                await conn.close()
+            await seed_database(dsn)
             results = [await measure(n, cluster, dsn, seconds, keys) for n in (1, 2)]
     print(table(results))
 

@@ -32,13 +32,19 @@ class CpuSplit:
         return self.consumer + self.postgres + self.rabbitmq + self.load
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (0 if it is gone)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of a process (in user space, in the kernel), in seconds (0 and 0 if
+    it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+        return 0.0, 0.0
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (0 if it is gone)."""
+    return sum(cpu_times(pid))
 
 
 def _pids_named(name: str) -> list[int]:

@@ -14,6 +14,8 @@ SOAK_BEGIN = "<!-- SOAK:BEGIN (written by python -m bench --soak) -->"
 SOAK_END = "<!-- SOAK:END -->"
 SWEEP_BEGIN = "<!-- SWEEP:BEGIN (written by python -m bench --sweep) -->"
 SWEEP_END = "<!-- SWEEP:END -->"
+STAGES_BEGIN = "<!-- STAGES:BEGIN (written by python -m bench.stages) -->"
+STAGES_END = "<!-- STAGES:END -->"
 
 
 # A figure that only some rows have: latency and peak memory where a consumer process was

@@ -19,7 +19,7 @@ import asyncpg
 
 from bench import ceiling
 from bench.cpu import CpuMeter
-from bench.data import WIDEST, Batches, Keys, WideItems, make_batches, seed_parents
+from bench.data import WIDEST, Batches, Keys, WideItems, make_batches
 from bench.floors import reading_us_per_item
 from bench.http_load import HttpProducer
 from bench.load import Loops, Producer, Run, percentile
@@ -29,8 +29,10 @@ from bench.services import (
     Process,
     amqp_url,
     own_database,
+    own_services,
     own_vhost,
     python_module,
+    seed_database,
     wait_for_log,
     worker_config,
 )
@@ -55,6 +57,16 @@ SWEEP_PREFETCH = (8, 16, 32, 64)
 SWEEP_POOL = (2, 4, 8)
 SWEEP_SIZES = (1, 100, 1000)
 SWEEP_MAX_S = 4.0
+
+
+def head_commit() -> str:
+    """The short hash of the checkout's HEAD ("?" outside a git checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip() or "?"
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _batches_for(plan: Plan, size: int, window: int) -> int:
@@ -105,11 +117,9 @@ class Bench:
         self.results = Results(context=self._context())
 
     def _context(self) -> dict[str, str]:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip() or "?"
         return {
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": commit,
+            "date": now_utc(),
+            "commit": head_commit(),
             "cpus": str(os.cpu_count()),
             "python": platform.python_version(),
             "worker defaults": f"prefetch {self.prefetch}, pool {self.db_concurrency}",
@@ -144,7 +154,7 @@ class Bench:
     async def database_ceilings(self) -> None:
         plan = self.plan
         async with own_database() as dsn:
-            await _seed(dsn)
+            await seed_database(dsn)
             commit = await ceiling.commit_ceiling(
                 dsn, self.keys, self.db_concurrency, plan.max_s,
                 max_rows=min(plan.max_batches * 4, 60_000))
@@ -173,7 +183,7 @@ class Bench:
     # -- the naive peer --------------------------------------------------------------------
 
     async def naive_peer(self) -> None:
-        async with self._services() as (url, dsn):
+        async with own_services() as (url, dsn):
             command = python_module("bench.peers", "naive", "--url", url, "--dsn", dsn,
                                     "--prefetch", str(self.prefetch),
                                     "--pool", str(self.db_concurrency))
@@ -186,7 +196,7 @@ class Bench:
     # -- the worker ------------------------------------------------------------------------
 
     async def worker(self) -> None:
-        async with self._services() as (url, dsn):
+        async with own_services() as (url, dsn):
             command = self._worker_command(url, dsn)
             async with self._started("worker-1", command, b'"consuming"') as first, \
                     Producer(url) as producer:
@@ -207,15 +217,6 @@ class Bench:
                                                window=2 * self.window)
                     self._add(await self._consumer_row(TWO_WORKERS, self.plan.scaling_size,
                                                        both))
-
-    @contextlib.asynccontextmanager
-    async def _services(self) -> AsyncIterator[tuple[str, str]]:
-        """A vhost (its URL) and a database with the items' parents in it (its DSN), both
-        this measurement's own."""
-        with own_vhost() as vhost:
-            async with own_database() as dsn:
-                await _seed(dsn)
-                yield amqp_url(vhost), dsn
 
     def _worker_command(self, url: str, dsn: str) -> list[str]:
         config = worker_config(self.workdir / "worker.toml", url, dsn)
@@ -309,7 +310,7 @@ class Bench:
         """The worker under steady 1,000-item load for ``duration_s``: (elapsed s, RSS MB)
         samples every 10 s, to show whether memory stays flat."""
         samples: list[tuple[float, float]] = []
-        async with self._services() as (url, dsn):
+        async with own_services() as (url, dsn):
             command = self._worker_command(url, dsn)
             async with self._started("worker-soak", command, b'"consuming"') as process, \
                     Producer(url) as producer:
@@ -341,7 +342,7 @@ class Bench:
         (prefetch, pool, batch size, items/s), each closed loop the plan's max_s long."""
         max_s = self.plan.max_s
         out: list[tuple[int, int, int, float]] = []
-        async with self._services() as (url, dsn):
+        async with own_services() as (url, dsn):
             command = self._worker_command(url, dsn)
             for prefetch in SWEEP_PREFETCH:
                 for pool in SWEEP_POOL:
@@ -556,11 +557,3 @@ class Bench:
             f"worker's: the load generator, whose work per item is about the same for both, "
             f"spent {n.load:.1f} and {w.load:.1f} us per item{ratio}; far from 1, every "
             f"figure of the later row reads that much off.")
-
-
-async def _seed(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await seed_parents(conn)
-    finally:
-        await conn.close()

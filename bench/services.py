@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from bench.data import seed_parents
 from tests.support.configs import merged, write_toml
 from tests.support.services import Services, unique
 
@@ -45,6 +48,26 @@ async def own_database(*, migrated: bool = True) -> AsyncIterator[str]:
         yield dsn
     finally:
         await SERVICES.drop_database(name)
+
+
+async def seed_database(dsn: str) -> None:
+    """The parent records the benchmark's items point at (bench.data), in the database at
+    ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_parents(conn)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def own_services() -> AsyncIterator[tuple[str, str]]:
+    """A vhost (its URL) and a database with the items' parents in it (its DSN), both
+    this measurement's own."""
+    with own_vhost() as vhost:
+        async with own_database() as dsn:
+            await seed_database(dsn)
+            yield amqp_url(vhost), dsn
 
 
 def worker_config(path: Path, url: str, dsn: str, **sections: dict[str, Any]) -> Path:
