@@ -93,7 +93,7 @@ class Processor:
                                  activity_id)
         except errors.MessageRejected as e:
             return self.refusal(e, request, activity_id)
-        up = m.DATABASE_UP.labels(database=plan.database)
+        up = m.database_up(plan.database)
         started = time.perf_counter()
         try:
             await self.ensure_migrated(plan.database)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractConnection, AbstractQueue
+from aiormq.abc import DeliveredMessage
 
 from worker import metrics as m
+from worker.amqp.answered import BatchReport
 from worker.amqp.consumer import Consumer, Outlets
 from worker.amqp.nodes import Nodes, Publisher
 from worker.amqp.topology import REPLY_EXCHANGE, REQUEST_QUEUE, declare_topology
@@ -26,7 +28,7 @@ from worker.store.expiry import expire_everywhere
 
 log = get_logger("worker.service")
 
-OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
+OnMessage = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
 class Worker:
@@ -103,7 +105,13 @@ class Worker:
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
             requests = await self._declare(connection)
-            tag = await requests.consume(self._tracked(await self._consumer(connection)))
+            # On aiormq's channel below aio-pika's queue: deliveries come as aiormq's
+            # messages, without aio-pika's object and task around each (worker/amqp/
+            # delivery.py).
+            channel = await requests.channel.get_underlay_channel()
+            consumer = await self._consumer(connection)
+            tag = (await channel.basic_consume(REQUEST_QUEUE, self._tracked(consumer))
+                   ).consumer_tag or ""
             m.BROKER_UP.set(1)
             self.consuming = True
             log.info("consuming", queue=REQUEST_QUEUE, prefetch=self.settings.amqp.prefetch_count,
@@ -115,7 +123,7 @@ class Worker:
                 return True
             log.info("stopping: no new batches; draining in-flight ones")
             with contextlib.suppress(Exception):
-                await requests.cancel(tag)
+                await channel.basic_cancel(tag)
             await self._drain()
             return False
         except Exception as e:
@@ -149,13 +157,14 @@ class Worker:
         replies = await publisher.channel.get_exchange(REPLY_EXCHANGE, ensure=False)
         outlets = Outlets(publisher.watch(publisher.channel.default_exchange),
                           publisher.watch(replies))
+        report = BatchReport(self.settings.databases, self.settings.log)
         self.consumer = Consumer(self.processor, outlets, self.settings.amqp,
-                                 self.settings.retry, self.settings.databases)
+                                 self.settings.retry, report)
         return self.consumer
 
     def _tracked(self, consumer: Consumer) -> OnMessage:
         """``consumer.on_message``, each delivery's task kept in ``in_flight`` meanwhile."""
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
             task = asyncio.current_task()
             assert task is not None
             self.in_flight.add(task)

@@ -32,7 +32,10 @@ async def test_broker_closes_all_connections_mid_stream(spawn: Spawn, broker_for
     rng = seeded_rng("broker-close")
     broker = await broker_for(RETRY_S)
     batches = make_batches(300, keys=50, items=25, rng=rng)
-    worker = spawn(dsn, retry={"delays_s": RETRY_S, "max_deliveries": 20})
+    # Two transactions of small batches at a time (the default is one), so that the close
+    # lands on two of them waiting in their upsert.
+    worker = spawn(dsn, retry={"delays_s": RETRY_S, "max_deliveries": 20},
+                   database={"group_connections": 2})
     await broker.wait_consumers(1)
     publishing = asyncio.create_task(broker.publish_all(batches, pace_s=0.005))
 

@@ -54,7 +54,10 @@ async def test_postgres_restarted_mid_stream(spawn: Spawn, broker_for) -> None:
 
         broker = await broker_for(RETRY_S)
         batches = make_batches(240, keys=50, items=20, rng=rng)
-        worker = spawn(dsn, database={"pool_max_size": 2}, amqp={"prefetch_count": 16},
+        # Two transactions of small batches at a time (the default is one): the restart
+        # lands on both, blocked.
+        worker = spawn(dsn, database={"pool_max_size": 2, "group_connections": 2},
+                       amqp={"prefetch_count": 16},
                        retry={"delays_s": RETRY_S, "max_deliveries": 20})
         await broker.wait_consumers(1)
         publishing = asyncio.create_task(broker.publish_all(batches, pace_s=0.01))

@@ -29,8 +29,10 @@ async def _sigterm_with_batches_in_flight(spawn: Spawn, dsn: str, db: asyncpg.Co
                                           broker, *, hold_s: float) -> tuple[int, float]:
     """Start a worker, let it work, SIGTERM it while the table lock holds its batches for
     ``hold_s``; returns (exit code, seconds from SIGTERM to exit)."""
+    # Two transactions of small batches at a time (the default is one): SIGTERM lands on
+    # both, blocked.
     worker = spawn(dsn, retry={"delays_s": RETRY_S, "max_deliveries": 20},
-                   worker={"shutdown_grace_s": GRACE_S})
+                   worker={"shutdown_grace_s": GRACE_S}, database={"group_connections": 2})
     await broker.wait_consumers(1)
     await broker.wait_answers(broker.answered() + 20, timeout_s=30)
     locker = await asyncpg.connect(dsn)

@@ -156,12 +156,13 @@ class _FailingFirstReply:
         self.failures = 0
         self.published_at: list[float] = []
 
-    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+    async def publish_body(self, *args: Any, **kwargs: Any) -> Any:
+        """How the consumer publishes a reply (worker/amqp/nodes.py)."""
         self.published_at.append(time.monotonic())
         if self.failures == 0:
             self.failures += 1
             raise TimeoutError("publish not confirmed")
-        return await self._exchange.publish(*args, **kwargs)
+        return await self._exchange.publish_body(*args, **kwargs)
 
 
 async def test_request_is_acked_only_after_the_reply_is_confirmed(

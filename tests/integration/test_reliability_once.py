@@ -63,6 +63,11 @@ async def row_version(db: asyncpg.Connection) -> list[tuple[str, str]]:
 async def test_redelivery_writes_nothing_and_answers_identically(
         settings: Settings, producer: Producer, db: asyncpg.Connection) -> None:
     items = [samples.benefit("B1"), samples.benefit("B2", pend_Flag="**")]
+    # Two transactions of small batches at a time, so that the racing pair below is in
+    # flight at once (with the default of one, the second waits its turn, then finds the
+    # record: the same answer, and no race to see).
+    racing_pool = settings.databases["demo"].model_copy(update={"group_connections": 2})
+    settings = settings.model_copy(update={"databases": {"demo": racing_pool}})
     async with running(settings):
         first = await producer.call(samples.BENEFIT_PATH, items, message_id="m-1",
                                     correlation_id="c-1")

@@ -221,9 +221,10 @@ async def test_shutdown_finishes_batches_in_flight_and_takes_no_new_ones(
             in_flight = [await producer.send(samples.ARMOR_PATH,
                                               [samples.armor(1, ex_Code=f"E{i}")])
                          for i in range(3)]
-            # Two wait on the row lock (small batches get two transactions at a time),
-            # the third in the worker's group queue: all three delivered, none answered.
-            await wait_until(lambda: _waiting(db, 2), timeout_s=10)
+            # One waits on the row lock (small batches get one transaction at a time by
+            # default), the others in the worker's group queue: all three delivered, none
+            # answered.
+            await wait_until(lambda: _waiting(db, 1), timeout_s=10)
             await wait_until(lambda: _ready(vhost, 0), timeout_s=10)
             worker.stopping.set()
             await wait_until(lambda: not worker.consuming, timeout_s=5)

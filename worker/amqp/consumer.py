@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiormq import spec
+from aiormq.abc import DeliveredMessage
 
 from worker import metrics as m
+from worker.amqp.answered import BatchReport
 from worker.amqp.copies import republished
 from worker.amqp.delivery import Delivery, log
+from worker.amqp.nodes import WatchedExchange
 from worker.amqp.topology import DEAD_QUEUE, retry_queue_name
 from worker.core import errors
 from worker.core.wire import (
@@ -40,13 +41,14 @@ from worker.core.wire import (
     SIGNATURE_HEADER,
     STATUS_HEADER,
     USER_HEADER,
-    aware,
 )
 from worker.processor import Answer, Processor
 from worker.settings import AmqpSettings, RetrySettings
 
 # How long a delivery whose outcome could not be published waits before it is handed back.
 HAND_BACK_PAUSE_S = 0.5
+# AMQP's delivery mode of a message written to disk (aio-pika's DeliveryMode.PERSISTENT).
+PERSISTENT = 2
 # Headers the broker adds on delivery; a republished copy must not carry them along.
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 # Headers the worker signs anew on every copy: a stale or forged one must not stay.
@@ -58,46 +60,46 @@ class Outlets:
     """Where the consumer publishes: the default exchange (a reply_to queue, the retry
     queues, vbapi.dead) and vbapi.replies (the replies of requests without reply_to)."""
 
-    default_exchange: AbstractExchange
-    reply_exchange: AbstractExchange
+    default_exchange: WatchedExchange
+    reply_exchange: WatchedExchange
 
 
 class Consumer:
     """Handles deliveries from the request queue: ``processor`` answers them, the answers
     go to ``outlets``; ``amqp`` gives the publish timeout and the signing key, ``retry`` the
-    retry delays and the poison limit, ``databases`` the configured databases' names (the
-    only database labels of the metrics)."""
+    retry delays and the poison limit; ``report`` counts and logs each batch answered."""
 
     def __init__(self, processor: Processor, outlets: Outlets, amqp: AmqpSettings,
-                 retry: RetrySettings, databases: Container[str]) -> None:
+                 retry: RetrySettings, report: BatchReport) -> None:
         self.processor = processor
         self.default_exchange = outlets.default_exchange
         self.reply_exchange = outlets.reply_exchange
         self.retry = retry
-        self.databases = databases
+        self.report = report
         self._publish_timeout_s = amqp.publish_timeout_s
         self._signing_key = amqp.signing_key_bytes()
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: DeliveredMessage) -> None:
+        """Handle one delivery from the request queue (aiormq's consumer callback)."""
         m.IN_FLIGHT.inc()
         started = time.perf_counter()
-        if message.timestamp is not None:
-            waited = dt.datetime.now(dt.UTC) - aware(message.timestamp)
-            m.BATCH_WAIT.set(max(0.0, waited.total_seconds()))
         try:
             await self.handle(message)
         except asyncio.CancelledError:
             # The channel closed under the delivery (broker drop, shutdown past grace):
             # nothing was acknowledged, so the broker delivers it again.
             log.warning("delivery cut off before its outcome; the broker redelivers it",
-                        message_id=message.message_id)
+                        message_id=message.header.properties.message_id)
             raise
         finally:
             m.IN_FLIGHT.dec()
             m.BATCH_LATENCY.observe(time.perf_counter() - started)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: DeliveredMessage) -> None:
         delivery = Delivery.of(message, self._signing_key)
+        if delivery.request.timestamp is not None:
+            waited = dt.datetime.now(dt.UTC) - delivery.request.timestamp
+            m.BATCH_WAIT.set(max(0.0, waited.total_seconds()))
         # Every line logged while the delivery is handled carries its ids, whoever logs it
         # (the processor, the store, ...).
         with structlog.contextvars.bound_contextvars(**delivery.context):
@@ -115,7 +117,7 @@ class Consumer:
             # The reply, retry copy or dead letter could not be confirmed: hand the request
             # back to the broker rather than acknowledge something half done.
             log.error("could not complete delivery; handing it back", error=repr(e))
-            await _hand_back(delivery.message)
+            await _hand_back(delivery)
 
     async def answer(self, delivery: Delivery) -> Answer:
         """The answer to the delivery; raises TransientFailure (or a bug) to retry it."""
@@ -137,9 +139,8 @@ class Consumer:
         await self.publish_reply(delivery, answer)
         if answer.dead_letter and answer.error is not None:  # never a dry run's
             await self.publish_dead_letter(delivery, answer.error)
-        await delivery.message.ack()
-        _record(answer, self.databases)
-        _log_summary(delivery, answer)
+        await delivery.ack()
+        self.report.answered(delivery, answer)
 
     async def retry_or_give_up(self, delivery: Delivery, error: errors.UpsertError) -> None:
         """Send the batch to its next retry queue, or answer and dead-letter it.  A dry run
@@ -150,9 +151,9 @@ class Consumer:
             headers = self._republished_headers(delivery)
             headers[ATTEMPTS_HEADER] = attempts + 1
             await self.default_exchange.publish(
-                republished(delivery.message, headers),
+                republished(delivery.incoming(), headers),
                 routing_key=retry_queue_name(delays[attempts]), timeout=self._publish_timeout_s)
-            await delivery.message.ack()
+            await delivery.ack()
             m.RETRIES.labels(reason=str(error.status)).inc()
             return
         given_up = type(error)(f"{error.detail} (after {attempts + 1} attempts)")
@@ -161,20 +162,20 @@ class Consumer:
 
     async def publish_reply(self, delivery: Delivery, answer: Answer) -> None:
         request = delivery.request
-        reply = aio_pika.Message(
-            body=answer.body, content_type=JSON_CONTENT_TYPE,
+        properties = spec.Basic.Properties(
+            content_type=JSON_CONTENT_TYPE,
             correlation_id=request.correlation_id or request.message_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             headers={STATUS_HEADER: answer.status, PATH_HEADER: answer.path or "",
                      DATABASE_HEADER: answer.database or "",
                      ACTIVITY_HEADER: answer.activity_id or delivery.activity_id})
         timeout = self._publish_timeout_s
         if request.reply_to:
-            await self.default_exchange.publish(reply, routing_key=request.reply_to,
-                                                mandatory=False, timeout=timeout)
+            await self.default_exchange.publish_body(answer.body, properties, request.reply_to,
+                                                     timeout=timeout)
         else:
-            await self.reply_exchange.publish(reply, routing_key=answer.entity or "unknown",
-                                              mandatory=False, timeout=timeout)
+            await self.reply_exchange.publish_body(answer.body, properties,
+                                                   answer.entity or "unknown", timeout=timeout)
 
     async def publish_dead_letter(self, delivery: Delivery, error: errors.UpsertError) -> None:
         headers = self._republished_headers(delivery)
@@ -187,7 +188,7 @@ class Consumer:
             DEAD_LETTERED_AT_HEADER: dt.datetime.now(dt.UTC).isoformat(),
         })
         await self.default_exchange.publish(
-            republished(delivery.message, headers), routing_key=DEAD_QUEUE,
+            republished(delivery.incoming(), headers), routing_key=DEAD_QUEUE,
             timeout=self._publish_timeout_s)
         m.DEAD_LETTERS.labels(status=str(error.status)).inc()
 
@@ -213,7 +214,7 @@ def _failure(delivery: Delivery, exc: Exception) -> errors.UpsertError:
     return errors.InternalFailure.of(exc)
 
 
-async def _hand_back(message: AbstractIncomingMessage) -> None:
+async def _hand_back(delivery: Delivery) -> None:
     # A pause first: a hand-back is redelivered at once and counts toward the poison limit
     # (retry.max_deliveries), so a burst of failed publishes (a broker node going away, a
     # channel refusing publishes) must not use up a batch's deliveries in a second.
@@ -221,35 +222,7 @@ async def _hand_back(message: AbstractIncomingMessage) -> None:
     try:
         # reject, not nack: from RabbitMQ 4.3 on, a quorum queue counts a rejected delivery
         # in x-delivery-count but not a nacked one, and the count must bound hand-backs too.
-        await message.reject(requeue=True)
+        await delivery.reject(requeue=True)
     except Exception:  # the channel is gone; the broker requeues by itself
         pass
 
-
-def _log_summary(delivery: Delivery, answer: Answer) -> None:
-    """The one line per batch answered: ids (bound), counts by item status, duration of
-    this delivery from receipt to acknowledgement.  Never item payloads."""
-    log.info(
-        "batch answered", status=answer.status, entity=answer.entity,
-        items=answer.item_count, statuses={str(k): v for k, v in answer.status_counts.items()},
-        replayed=answer.replayed, dead_lettered=answer.dead_letter, dry_run=answer.dry_run,
-        attempts=delivery.attempts + 1,
-        duration_ms=round((time.perf_counter() - delivery.started) * 1000, 1))
-
-
-def _record(answer: Answer, databases: Container[str]) -> None:
-    # The entity is the registry's (or none); the database only a configured one.
-    entity = answer.entity or "unknown"
-    database = m.database_label(answer.database, databases)
-    result = "dead_lettered" if answer.dead_letter else "dry_run" if answer.dry_run else (
-        "replayed" if answer.replayed else "answered")
-    m.BATCHES.labels(entity=entity, database=database, outcome=result).inc()
-    if answer.dry_run:  # its items were written by nobody
-        return
-    if answer.replayed:
-        m.REDELIVERIES_ANSWERED.inc()
-    for status, count in answer.status_counts.items():
-        m.ITEMS.labels(entity=entity, database=database,
-                       status=m.item_status_label(status)).inc(count)
-    if answer.item_count:
-        m.BATCH_SIZE.observe(answer.item_count)

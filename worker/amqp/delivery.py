@@ -1,5 +1,11 @@
 """One delivery from the request queue, read once: the request, its counters and the ids
-every step of its handling logs and answers with."""
+every step of its handling logs and answers with.
+
+It reads aiormq's delivered message as it comes off the channel, not aio-pika's
+``IncomingMessage``: building that object (and the task aio-pika adds around each
+delivery) cost about a twentieth of a small batch's CPU (issue 21, BENCHMARKS.md).  The
+rare paths that want aio-pika's message (a copy to a retry queue or to ``vbapi.dead``)
+build one from it then (:meth:`Delivery.incoming`)."""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
+import aio_pika
+from aiormq.abc import DeliveredMessage
 
 from worker.amqp import identity
 from worker.core.replies import new_activity_id
@@ -28,7 +35,7 @@ log = get_logger("worker.amqp.consumer")
 
 @dataclass(frozen=True)
 class Delivery:
-    message: AbstractIncomingMessage
+    message: DeliveredMessage
     request: Request
     # Trips through the retry queues so far (0 on the first attempt).
     attempts: int
@@ -43,8 +50,9 @@ class Delivery:
     context: dict[str, Any]
 
     @classmethod
-    def of(cls, message: AbstractIncomingMessage, signing_key: bytes) -> Delivery:
-        headers = dict(message.headers or {})
+    def of(cls, message: DeliveredMessage, signing_key: bytes) -> Delivery:
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
         attempts = int_header(headers, ATTEMPTS_HEADER)
         delivery_count = int_header(headers, DELIVERY_COUNT_HEADER)
         request = _request(message, headers,
@@ -63,9 +71,26 @@ class Delivery:
             # it; a producer's own header is no receipt time.
             received_at=vouched.received_at if vouched else dt.datetime.now(dt.UTC),
             activity_id=activity_id, started=time.perf_counter(),
-            context={"activity_id": activity_id, "message_id": message.message_id,
-                     "correlation_id": message.correlation_id, "path": request.path,
+            context={"activity_id": activity_id, "message_id": properties.message_id,
+                     "correlation_id": properties.correlation_id, "path": request.path,
                      "database": request.database})
+
+    def incoming(self) -> aio_pika.IncomingMessage:
+        """aio-pika's message of the delivery, for the paths that copy it on."""
+        return aio_pika.IncomingMessage(self.message)
+
+    @property
+    def _tag(self) -> int:
+        tag = self.message.delivery_tag
+        if tag is None:  # a Basic.Deliver always has one; Basic.GetOk is never handled here
+            raise ValueError("a delivery without a delivery tag")
+        return tag
+
+    async def ack(self) -> None:
+        await self.message.channel.basic_ack(self._tag)
+
+    async def reject(self, *, requeue: bool) -> None:
+        await self.message.channel.basic_reject(self._tag, requeue=requeue)
 
     def signed_headers(self, signing_key: bytes) -> dict[str, str]:
         """The signed producer name and first receipt time for a copy the worker sends on."""
@@ -80,17 +105,18 @@ def envelope_of(request: Request) -> identity.Envelope:
                              body=request.body)
 
 
-def _request(message: AbstractIncomingMessage, headers: dict[str, Any], *,
+def _request(message: DeliveredMessage, headers: dict[str, Any], *,
              first_delivery: bool) -> Request:
+    properties = message.header.properties
     return Request(
-        body=message.body, headers=headers, content_type=message.content_type,
-        content_encoding=message.content_encoding,
+        body=message.body, headers=headers, content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
         # An empty id is no id: recorded, it would answer every other batch sent
         # with an empty id from the first one's record.
-        message_id=message.message_id or None,
-        correlation_id=message.correlation_id, reply_to=message.reply_to,
-        user_id=message.user_id or None,
-        timestamp=aware(message.timestamp) if message.timestamp else None,
+        message_id=properties.message_id or None,
+        correlation_id=properties.correlation_id, reply_to=properties.reply_to,
+        user_id=properties.user_id or None,
+        timestamp=aware(properties.timestamp) if properties.timestamp else None,
         first_delivery=first_delivery)
 
 

@@ -80,7 +80,7 @@ class DatabaseSettings(Section):
     group_max_batches: int = Field(default=32, ge=1)
     # Small batches (up to 100 rows) are written by at most this many transactions at a
     # time; the others wait for a turn and go in groups.  Larger batches use the whole pool.
-    group_connections: int = Field(default=2, ge=1)
+    group_connections: int = Field(default=1, ge=1)
 
 
 class MetricsSettings(Section):
@@ -129,3 +129,8 @@ class LogSettings(Section):
     # auto: console rendering on a terminal, JSON lines otherwise.
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # "batch answered" lines a second, at most, for clean batches (first attempt, every
+    # item 200 or 201, nothing replayed, dead-lettered or dry): above it they are counted
+    # (the next line's "unlogged", upsert_batch_lines_unlogged_total), not logged.  Every
+    # other batch always gets its line.  0: a line for every batch.
+    clean_batch_lines_per_s: float = Field(default=100, ge=0)

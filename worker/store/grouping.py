@@ -67,7 +67,7 @@ class GroupCommitter:
     """Commits the batches of one database, grouping those that would wait for a connection."""
 
     def __init__(self, pool: asyncpg.Pool, connections: int, max_batches: int,
-                 group_connections: int = 2) -> None:
+                 group_connections: int = 1) -> None:
         self.pool = pool
         self.connections = connections
         self.max_batches = max_batches

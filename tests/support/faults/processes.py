@@ -36,7 +36,8 @@ def write_config(path: Path, *, amqp_url: str, dsn: str, database: dict[str, Any
         "metrics": {"port": 0},
         "retry": {"delays_s": [0.2, 0.5, 1.0], "max_deliveries": 10},
         "worker": {"shutdown_grace_s": 10.0},
-        "log": {"format": "json", "level": "info"},
+        # A line for every batch: the figures are read off them (worker_log.py).
+        "log": {"format": "json", "level": "info", "clean_batch_lines_per_s": 0},
         "databases": {"demo": {"dsn": dsn, **(database or {})}},
     }
     return write_toml(path, merged(defaults, sections))
