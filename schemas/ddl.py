@@ -16,7 +16,9 @@ from schemas.registry import Registry
 SCHEMA = "vbapi"
 MIGRATIONS_TABLE = f"{SCHEMA}.schema_migrations"
 ENTITIES_TABLE = f"{SCHEMA}.schema_entities"
-PROCESSED_TABLE = f"{SCHEMA}.upsert_processed_message"
+# The processed-message record (worker/store/writer.py), by name alone as errors name it.
+PROCESSED_TABLE_NAME = "upsert_processed_message"
+PROCESSED_TABLE = f"{SCHEMA}.{PROCESSED_TABLE_NAME}"
 
 # Hand-written, append-only steps.  Entity tables are not listed here: they follow from the
 # declarations (see declared_schema) so that a new declaration needs no migration.

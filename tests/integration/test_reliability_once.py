@@ -182,3 +182,27 @@ async def test_worker_expires_processed_ids_periodically(
             return await db.fetchval(
                 "SELECT count(*) FROM vbapi.upsert_processed_message") == 0
         await wait_until(forgotten, timeout_s=10)
+
+
+HOSTILE_IDS = ["x'); DROP TABLE vbapi.benefit; --", "back\\slash\\'", "$$ dollar $q$", "é ünï ☃ 𝄞",
+               "E'\\x27'", "semi;colon"]
+
+
+async def test_hostile_message_ids_are_recorded_as_sent_and_answer_redeliveries(
+        settings: Settings, producer: Producer, db: asyncpg.Connection) -> None:
+    """The records of small batches go in with their COMMIT as one script
+    (statements.record_and_commit): a message_id that tries to end its literal is
+    recorded exactly as sent, and answers its redelivery from the record."""
+    async with running(settings):
+        first = [await producer.call(samples.BENEFIT_PATH, [samples.benefit(f"H{i}")],
+                                     message_id=message_id)
+                 for i, message_id in enumerate(HOSTILE_IDS)]
+        again = [await producer.call(samples.BENEFIT_PATH, [samples.benefit(f"H{i}")],
+                                     message_id=message_id)
+                 for i, message_id in enumerate(HOSTILE_IDS)]
+    assert [r.body["data"][0]["status"] for r in first] == [201] * len(HOSTILE_IDS)
+    assert [r.properties.body for r in again] == [r.properties.body for r in first]
+    recorded = {r[0] for r in await db.fetch(
+        "SELECT message_id FROM vbapi.upsert_processed_message")}
+    assert recorded == set(HOSTILE_IDS)
+    assert await db.fetchval("SELECT count(*) FROM vbapi.benefit") == len(HOSTILE_IDS)

@@ -94,13 +94,18 @@ class GroupCommitter:
             finally:
                 self._busy -= 1
                 self._small_busy -= small
-                self._start_waiting()
+                self._start_waiting_soon()
         waiting = _Waiting(plan, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._start_waiting()
         # Cancelling this (shutdown past its grace) leaves the group to finish or skip it;
         # either way the request is handed back and a redelivery is answered correctly.
         return await waiting.done
+
+    def _start_waiting_soon(self) -> None:
+        """The next group once the batches ready to run now have had their turn: those
+        about to reach their commit join it instead of the group after."""
+        asyncio.get_running_loop().call_soon(self._start_waiting)
 
     def _start_waiting(self) -> None:
         while self._waiting and self._free():
@@ -144,7 +149,7 @@ class GroupCommitter:
                     w.done.cancel()
             self._busy -= 1
             self._small_busy -= 1
-            self._start_waiting()
+            self._start_waiting_soon()
 
 
 async def _committed_together(pool: asyncpg.Pool, group: list[_Waiting]) -> bool:
