@@ -16,9 +16,7 @@ from schemas.registry import Registry
 SCHEMA = "vbapi"
 MIGRATIONS_TABLE = f"{SCHEMA}.schema_migrations"
 ENTITIES_TABLE = f"{SCHEMA}.schema_entities"
-# The processed-message record (worker/store/writer.py), by name alone as errors name it.
-PROCESSED_TABLE_NAME = "upsert_processed_message"
-PROCESSED_TABLE = f"{SCHEMA}.{PROCESSED_TABLE_NAME}"
+PROCESSED_TABLE = f"{SCHEMA}.upsert_processed_message"
 
 # Hand-written, append-only steps.  Entity tables are not listed here: they follow from the
 # declarations (see declared_schema) so that a new declaration needs no migration.

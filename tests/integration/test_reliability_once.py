@@ -190,9 +190,8 @@ HOSTILE_IDS = ["x'); DROP TABLE vbapi.benefit; --", "back\\slash\\'", "$$ dollar
 
 async def test_hostile_message_ids_are_recorded_as_sent_and_answer_redeliveries(
         settings: Settings, producer: Producer, db: asyncpg.Connection) -> None:
-    """The records of small batches go in with their COMMIT as one script
-    (statements.record_and_commit): a message_id that tries to end its literal is
-    recorded exactly as sent, and answers its redelivery from the record."""
+    """A message_id that tries to end an SQL literal is recorded exactly as sent, and
+    answers its redelivery from the record."""
     async with running(settings):
         first = [await producer.call(samples.BENEFIT_PATH, [samples.benefit(f"H{i}")],
                                      message_id=message_id)

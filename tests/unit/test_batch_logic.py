@@ -306,15 +306,3 @@ def test_a_message_id_longer_than_the_record_keeps_is_malformed() -> None:
     prepare(samples.BENEFIT_PATH, [samples.benefit()], message_id="é" * 127)  # 254 bytes
     with pytest.raises(errors.MalformedMessage, match="message_id: 256 bytes is over the limit"):
         prepare(samples.BENEFIT_PATH, [samples.benefit()], message_id="é" * 128)
-
-
-def test_the_record_script_carries_no_value_as_text() -> None:
-    """statements.record_and_commit: every value goes as hexadecimal digits, so nothing a
-    producer sends can end a literal (the integration test records such ids for real)."""
-    from worker.store.statements import record_and_commit
-
-    hostile = "x'); DROP TABLE vbapi.benefit; --\\"
-    script = record_and_commit([(hostile, hostile, "/p'", "A", 207, b"{'}")])
-    assert hostile not in script and "DROP" not in script
-    assert script.count("'") % 2 == 0
-    assert script.endswith("; COMMIT") and record_and_commit([]) == "COMMIT"

@@ -10,7 +10,6 @@ column, and the server reads it with less CPU than objects through ``json_to_rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -181,34 +180,3 @@ PROCESSED_EXPIRE = (
     f"SELECT producer, message_id FROM {PROCESSED_TABLE} "
     f"WHERE processed_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)"
 )
-
-
-def record_and_commit(records: Sequence[tuple[str, str, str, str, int, bytes]]) -> str:
-    """The records of a transaction's batches and its COMMIT, as one script for the simple
-    query protocol: one round trip where a parameterized insert and then COMMIT take two
-    (issue 21).  Each record is (producer, message_id, path, activity_id, status, reply).
-
-    No value is ever spliced in as text: every string goes as the hexadecimal digits of its
-    UTF-8 bytes, decoded by the server (``decode(..., 'hex')``), so nothing a producer sends
-    can end the literal, whatever ``standard_conforming_strings`` says.  A plain INSERT,
-    not ON CONFLICT DO NOTHING: a record another transaction made first (the same message
-    delivered twice at once) fails the script with a unique violation on the record's key,
-    the COMMIT after it does not run, and the caller rolls back and answers from that
-    record.
-    """
-    if not records:
-        return "COMMIT"
-    rows = ", ".join(
-        f"({_text(producer)}, {_text(message_id)}, {_text(path)}, {_text(activity_id)}, "
-        f"{int(status)}, {_bytes(reply)})"
-        for producer, message_id, path, activity_id, status, reply in records)
-    return (f"INSERT INTO {PROCESSED_TABLE} (producer, message_id, path, activity_id, status, "
-            f"reply) VALUES {rows}; COMMIT")
-
-
-def _bytes(value: bytes) -> str:
-    return f"decode('{value.hex()}', 'hex')"
-
-
-def _text(value: str) -> str:
-    return f"convert_from({_bytes(value.encode())}, 'UTF8')"

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from schemas.ddl import PROCESSED_TABLE_NAME
 from worker import metrics as m
 from worker.core.batch import Outcome, Plan
 from worker.core.errors import InternalSignal
@@ -42,7 +41,6 @@ from worker.store.statements import (
     PROCESSED_LOOKUP,
     PROCESSED_RECORD,
     PROCESSED_RECORD_MANY,
-    record_and_commit,
 )
 
 log = get_logger("worker.store.writer")
@@ -52,9 +50,6 @@ log = get_logger("worker.store.writer")
 # deadlock do not meet again in step).
 CONFLICT_ATTEMPTS = 4
 CONFLICT_BACKOFF_S = 0.05
-# Replies of one transaction up to this size in all are recorded with its COMMIT, in one
-# round trip, as hexadecimal text (twice their size); larger ones go as parameters.
-INLINE_RECORDS_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -197,75 +192,23 @@ async def _transaction(conn: asyncpg.Connection, plans: list[Plan], *,
                        isolate: bool) -> list[RecordedReply]:
     """One attempt: the plans' rows written and their replies recorded, each rendered from
     the attempt's own outcome."""
-    if isolate:  # savepoints: asyncpg's transaction, which makes them
-        async with conn.transaction():
-            outcomes = await write_rows(conn, plans, isolate=True)
-            bodies = _bodies(plans, outcomes)
-            await _record(conn, _records(plans, bodies))
-    else:
-        outcomes, bodies = await _write_and_commit(conn, plans)
+    async with conn.transaction():
+        outcomes = await write_rows(conn, plans, isolate=isolate)
+        bodies = [batch_reply(plan, outcome)
+                  for plan, outcome in zip(plans, outcomes, strict=True)]
+        await _record(conn, plans, bodies)
     return [RecordedReply(MULTI_STATUS, body, False, plan.activity_id, outcome)
             for plan, outcome, body in zip(plans, outcomes, bodies, strict=True)]
 
 
-async def _write_and_commit(conn: asyncpg.Connection, plans: list[Plan],
-                            ) -> tuple[list[Outcome], list[bytes]]:
-    """The usual attempt, with no savepoint: BEGIN, the rows, then the records and the
-    COMMIT in one round trip (statements.record_and_commit) where the replies are small;
-    rolled back on a failure."""
-    await conn.execute("BEGIN")
-    try:
-        outcomes = await write_rows(conn, plans, isolate=False)
-        bodies = _bodies(plans, outcomes)
-        records = _records(plans, bodies)
-        if sum(len(body) for body in bodies) > INLINE_RECORDS_MAX_BYTES:
-            await _record(conn, records)
-            await conn.execute("COMMIT")
-        else:
-            try:
-                await conn.execute(record_and_commit(records))
-            except asyncpg.UniqueViolationError as e:
-                if e.table_name != PROCESSED_TABLE_NAME:
-                    raise
-                raise _AlreadyProcessed from e
-    except Exception:
-        await _roll_back(conn)
-        raise
-    # A cancellation (shutdown past its grace) is left to the pool: releasing a connection
-    # in a transaction rolls it back, and a query cut off half way ends the connection.
-    return outcomes, bodies
-
-
-async def _roll_back(conn: asyncpg.Connection) -> None:
-    """Roll back what the attempt began.  Should that fail too, the attempt's own error is
-    the one that matters, and the pool's reset on release takes the connection back to
-    a clean state or closes it."""
-    if conn.is_closed() or not conn.is_in_transaction():
-        return
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception as e:
-        log.warning("could not roll back a failed attempt", error=repr(e))
-
-
-def _bodies(plans: list[Plan], outcomes: list[Outcome]) -> list[bytes]:
-    return [batch_reply(plan, outcome) for plan, outcome in zip(plans, outcomes, strict=True)]
-
-
-_Record = tuple[str, str, str, str, int, bytes]
-
-
-def _records(plans: list[Plan], bodies: list[bytes]) -> list[_Record]:
-    """Each batch's record: its producer and message_id, path, activity id and reply."""
-    return [(plan.producer, message_id, plan.path, plan.activity_id, MULTI_STATUS, body)
-            for plan, body in zip(plans, bodies, strict=True)
-            if (message_id := plan.message_id) is not None]
-
-
-async def _record(conn: asyncpg.Connection, records: list[_Record]) -> None:
+async def _record(conn: asyncpg.Connection, plans: list[Plan], bodies: list[bytes]) -> None:
     """Record each batch's reply under its producer and message_id, with its path and
     activity id; raises _AlreadyProcessed if another delivery of one of them committed
     first."""
+    records = [(plan.producer, plan.message_id, plan.path, plan.activity_id,
+                MULTI_STATUS, body)
+               for plan, body in zip(plans, bodies, strict=True)
+               if plan.message_id is not None]
     if len(records) == 1:
         if await conn.fetchval(PROCESSED_RECORD, *records[0]) is None:
             raise _AlreadyProcessed
