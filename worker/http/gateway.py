@@ -114,8 +114,11 @@ class Gateway:
         keys = settings.gateway.api_keys
         self.producers = None if keys is None else {
             digest.removeprefix("sha256:"): name for name, digest in keys.items()}
+        # Replies pass through as the worker wrote them: their bodies are not decoded into
+        # items the gateway would only drop (issue 21).
         self.client = UpsertClient(urls, timeout_s=settings.gateway.timeout_s,
-                                   publish_timeout_s=settings.amqp.publish_timeout_s)
+                                   publish_timeout_s=settings.amqp.publish_timeout_s,
+                                   parse_replies=False)
         self.metrics = CollectorRegistry()
         self.requests = Counter("upsert_gateway_requests_total", "HTTP requests answered",
                                 ["status"], registry=self.metrics)
