@@ -87,7 +87,10 @@ class Delivery:
         return tag
 
     async def ack(self) -> None:
-        await self.message.channel.basic_ack(self._tag)
+        """Acknowledge, the last step of a delivery: queued to aiormq's writer, not awaited
+        until written.  Should the connection drop before it goes out, the broker delivers
+        the batch again and the record answers it, as when a worker dies just after."""
+        await self.message.channel.basic_ack(self._tag, wait=False)
 
     async def reject(self, *, requeue: bool) -> None:
         await self.message.channel.basic_reject(self._tag, requeue=requeue)

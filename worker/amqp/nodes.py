@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import DeliveryError
 from aiormq import spec
@@ -122,11 +123,14 @@ class WatchedExchange:
         without aio-pika's message object, whose making cost a reply a few percent of a
         small batch's CPU (issue 21).  Never mandatory: a reply nobody waits for any more
         is dropped, as with ``publish(..., mandatory=False)``."""
-        channel = await self._channel.get_underlay_channel()
+        # aiormq's Channel, as the abstract one does not declare ``wait``.
+        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         try:
+            # wait=False: not held until aiormq's writer has written the frames, since the
+            # broker's confirm, awaited here, comes only after they arrived.
             await channel.basic_publish(body, exchange=self._exchange.name,
                                         routing_key=routing_key, properties=properties,
-                                        mandatory=False, timeout=timeout)
+                                        mandatory=False, timeout=timeout, wait=False)
         except DeliveryError:
             self._on_refused()
             raise
