@@ -487,9 +487,10 @@ class Bench:
             f"validate_json, which reads whatever the fast reader refuses, {pydantic:.1f} us: "
             f"measured in the benchmark's own process on bodies like them (best of three "
             f"passes, nothing else running in that process).")
-        figures = [f"{row.size:,} items: {row.cpu.consumer:.1f} us"
+        figures = [f"{row.size:,} items: {row.cpu.consumer:.1f} us per item, "
+                   f"{row.cpu.consumer * row.size:,.0f} us per batch"
                    for row in r.rows if row.name == WORKER and row.cpu is not None]
-        r.notes.append("Worker CPU per item by batch size: " + "; ".join(figures) + ".")
+        r.notes.append("Worker CPU by batch size: " + "; ".join(figures) + ".")
         updates = r.find(WORKER_UPDATES, size)
         if updates is not None and updates.cpu is not None:
             r.notes.append(
