@@ -31,7 +31,7 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # the replies', the acks'; apart from the receiving side, as it is most of aiormq's.
         ("AMQP frame writer (aiormq's writer task)", r"\.__writer \(aiormq/"),
         ("AMQP receive + dispatch (aio-pika/aiormq/pamqp)", r"aio_pika/|aiormq/|pamqp/"),
-        ("event loop (asyncio)", r"asyncio/"),
+        ("event loop (uvloop, asyncio)", r"asyncio/|uvloop/"),
     ))
 OTHER = "other"
 # An innermost frame that writes to a socket: a syscall, in whatever stage.

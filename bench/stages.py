@@ -86,7 +86,7 @@ def table(measured: Sequence[Measured]) -> str:
     for name in [*(name for name, _ in STAGES), OTHER]:
         lines.append(row(name, (m.profile.share(name) for m in measured)))
     lines.append(row("**all: the worker's CPU per batch**", (1.0 for _ in measured)))
-    lines.append(row("of which socket sends (innermost frame, in any stage above)",
+    lines.append(row("of which socket sends seen by py-spy (none under uvloop: in C)",
                      (m.profile.send_share for m in measured)))
     lines.append(row("the worker's kernel time, every syscall (/proc stime)",
                      (m.kernel_us_per_batch / m.us_per_batch if m.us_per_batch else 0.0
@@ -110,8 +110,10 @@ def render(measured: Sequence[Measured], context: dict[str, str]) -> str:
         f"samples times the worker's CPU per batch.",
         "- The samples are wall-clock time while the worker runs or waits for a core, not "
         "CPU time: a socket send that wakes PostgreSQL or RabbitMQ on a shared machine is "
-        "charged with the time the worker then waits for a core. Against the socket sends' "
-        "row, the last row is all the worker's CPU in the kernel, as /proc counts it. "
+        "charged with the time the worker then waits for a core. The worker's event loop is "
+        "uvloop, whose socket reads and writes are C, not Python frames: their time goes to "
+        "the stage whose frame called them. The last row is all the worker's CPU in the "
+        "kernel, as /proc counts it. "
         f"Cores busy by the samples and by /proc: {cores}.",
         "- Reply publish and ack are the worker's side of them, up to aiormq's queue of "
         "outgoing frames; aiormq's writer task writes those frames to the socket (its own "
