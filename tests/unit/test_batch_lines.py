@@ -10,6 +10,7 @@ import structlog
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
 from pamqp.header import ContentHeader
+from pydantic import ValidationError
 
 from worker import metrics as m
 from worker.amqp.answered import BatchReport, LineBudget, is_clean
@@ -112,3 +113,20 @@ def test_every_batch_is_counted_logged_or_not() -> None:
             report.answered(delivery(), answer())
     assert counted._value.get() - before[0] == 10
     assert created._value.get() - before[1] == 20
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, float("nan"), "fast", "", None, [100]])
+def test_a_malformed_line_rate_is_refused(value: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        LogSettings(clean_batch_lines_per_s=value)
+    assert "clean_batch_lines_per_s" in str(refused.value)
+
+
+def test_an_infinite_line_rate_logs_every_batch() -> None:
+    """A tired operator's "inf": no limit at all, never a budget stuck at NaN."""
+    clock = Clock()
+    budget = LineBudget(LogSettings(clean_batch_lines_per_s=float("inf")).clean_batch_lines_per_s,
+                        clock)
+    assert all(budget.take() for _ in range(1_000))
+    clock.now += 0.25
+    assert all(budget.take() for _ in range(1_000))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 import structlog
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
@@ -47,8 +48,6 @@ from worker.settings import AmqpSettings, RetrySettings
 
 # How long a delivery whose outcome could not be published waits before it is handed back.
 HAND_BACK_PAUSE_S = 0.5
-# AMQP's delivery mode of a message written to disk (aio-pika's DeliveryMode.PERSISTENT).
-PERSISTENT = 2
 # Headers the broker adds on delivery; a republished copy must not carry them along.
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 # Headers the worker signs anew on every copy: a stale or forged one must not stay.
@@ -165,7 +164,7 @@ class Consumer:
         properties = spec.Basic.Properties(
             content_type=JSON_CONTENT_TYPE,
             correlation_id=request.correlation_id or request.message_id,
-            delivery_mode=PERSISTENT,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers={STATUS_HEADER: answer.status, PATH_HEADER: answer.path or "",
                      DATABASE_HEADER: answer.database or "",
                      ACTIVITY_HEADER: answer.activity_id or delivery.activity_id})

@@ -93,7 +93,7 @@ class HealthServer:
         except Exception:
             answered = False
         self.pings[name] = (answered, time.monotonic())
-        m.DATABASE_UP.labels(database=name).set(1 if answered else 0)
+        m.database_up(name).set(1 if answered else 0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
